@@ -1,0 +1,68 @@
+"""Operator endpoints under /admin: keys and credits. Off unless IMAGINE_ADMIN_TOKEN is set."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from imagine.api.deps import RuntimeDep, require_admin
+from imagine.api.envelope import ok
+from imagine.services import keys
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=200)
+    credits: int = Field(default=0, ge=0, le=10**12)
+    account_id: str | None = Field(
+        default=None, description="Add the key to this account instead of a new one."
+    )
+
+
+class CreditGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    account: str = Field(description="An account id, a key id or a key.", min_length=1)
+    amount: int = Field(
+        description="Credits to add; negative takes them back.", ge=-(10**12), le=10**12
+    )
+    note: str | None = Field(default=None, max_length=500)
+
+
+@router.post("/keys", summary="Create a key (shown once)")
+async def create_key(body: KeyCreate, runtime: RuntimeDep) -> Response:
+    created = await keys.create_key(
+        runtime.db, name=body.name, credits=body.credits, account_id=body.account_id
+    )
+    return ok(
+        {
+            "key": created.key,
+            "key_id": created.key_id,
+            "account_id": created.account_id,
+            "name": created.name,
+            "balance": created.balance,
+        }
+    )
+
+
+@router.get("/keys", summary="List keys (never their secrets)")
+async def list_keys(runtime: RuntimeDep) -> Response:
+    return ok([keys.key_view(key) for key in await keys.list_keys(runtime.db)])
+
+
+@router.post("/keys/{key_id}/revoke", summary="Revoke a key")
+async def revoke_key(key_id: str, runtime: RuntimeDep) -> Response:
+    return ok(keys.key_view(await keys.revoke_key(runtime.db, key_id)))
+
+
+@router.post("/credits/grant", summary="Grant (or take back) credits")
+async def grant_credits(body: CreditGrant, runtime: RuntimeDep) -> Response:
+    account_id, balance = await keys.grant_credits(runtime.db, body.account, body.amount, body.note)
+    return ok({"account_id": account_id, "balance": balance})
+
+
+@router.get("/credits/{account}", summary="Balance and recent ledger of an account")
+async def show_credits(account: str, runtime: RuntimeDep) -> Response:
+    return ok(keys.credits_view(await keys.account_credits(runtime.db, account)))

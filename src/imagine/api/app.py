@@ -1,0 +1,80 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+
+from imagine import __version__
+from imagine.api import admin, public
+from imagine.api.envelope import install_error_handlers, ok
+from imagine.api.limits import BodySizeLimit
+from imagine.config import Settings
+from imagine.runtime import Runtime
+from imagine.schemas import GenerateRequest, StatusRequest
+
+DESCRIPTION = """\
+Grok Imagine generation API: submit image and video tasks, poll their status, get
+webhooks. Authenticate with `Authorization: Bearer <YOUR_API_KEY>`. Every answer is
+`{"code", "message", "data"}`; an error has the HTTP status of its `code`.
+"""
+
+
+def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings, public_url=public_url)
+        app.state.runtime = runtime
+        await runtime.start(run_worker=run_worker)
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="imagine",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(public.router)
+    app.include_router(admin.router)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: answers without touching anything")
+    async def healthz() -> Response:
+        return ok({"status": "ok"})
+
+    settings.files_dir.mkdir(parents=True, exist_ok=True)
+    app.mount("/files", StaticFiles(directory=settings.files_dir), name="files")
+    _document_manual_bodies(app, [GenerateRequest, StatusRequest])
+    return app
+
+
+def _document_manual_bodies(app: FastAPI, models: list[type[Any]]) -> None:
+    """Add the schemas of bodies that routes parse themselves to the OpenAPI document."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(found.pop("$defs", {}))
+                components[model.__name__] = found
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,115 @@
+"""The response envelope `{"code", "message", "data"}` and the mapping of every error to it.
+
+An error answers with the HTTP status equal to its `code` and `data: null`. Nothing
+answers 500 with internals: unexpected exceptions are logged and answered generically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from imagine.errors import BadRequest, ImagineError, InvalidInput
+
+logger = logging.getLogger("imagine.api")
+
+_REASONS = {
+    404: "not found",
+    405: "method not allowed",
+    413: "request body too large",
+}
+
+
+class EnvelopeResponse(Response):
+    media_type = "application/json"
+
+
+def _dump(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def ok(data: Any) -> Response:
+    return EnvelopeResponse(_dump({"code": 200, "message": "success", "data": data}))
+
+
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return EnvelopeResponse(
+        _dump({"code": status, "message": message, "data": None}),
+        status_code=status,
+        headers=headers,
+    )
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or "body"
+
+
+def validation_problem(errors: list[Any]) -> ImagineError:
+    """One clear message from pydantic's errors: the first one, naming its field."""
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return BadRequest("the request body is not valid JSON; send a JSON object")
+    loc = tuple(part for part in first["loc"] if part != "body")
+    kind = first["type"]
+    if kind == "missing":
+        message = "required"
+    elif kind == "extra_forbidden":
+        message = "unknown field; see /docs for the fields this endpoint takes"
+    elif kind == "model_type":
+        message = "must be a JSON object"
+    else:
+        message = first["msg"]
+    return InvalidInput(f"{field_path(loc)}: {message}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_domain_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ImagineError)
+        return error(exc.status_code, exc.message)
+
+    async def on_request_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problem = validation_problem(list(exc.errors()))
+        return error(problem.status_code, problem.message)
+
+    async def on_pydantic_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ValidationError)
+        problem = validation_problem(exc.errors())
+        return error(problem.status_code, problem.message)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        reason = _REASONS.get(exc.status_code, str(exc.detail))
+        if exc.status_code == 404:
+            reason = f"not found: {request.url.path}"
+        return error(exc.status_code, reason, headers=exc.headers)
+
+    async def on_database_error(_: Request, exc: Exception) -> Response:
+        logger.warning("database unavailable: %s", exc.__class__.__name__)
+        return error(503, "the database is busy; retry with exponential backoff")
+
+    async def on_unexpected(_: Request, exc: Exception) -> Response:
+        logger.error("unexpected error", exc_info=exc)
+        return error(500, "internal error; retry with exponential backoff")
+
+    app.add_exception_handler(ImagineError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_request_validation)
+    app.add_exception_handler(ValidationError, on_pydantic_validation)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(OperationalError, on_database_error)
+    app.add_exception_handler(Exception, on_unexpected)

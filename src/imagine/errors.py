@@ -1,0 +1,49 @@
+"""Domain errors. Each carries the HTTP status the API answers with; nothing else does."""
+
+from __future__ import annotations
+
+
+class ImagineError(Exception):
+    """Base of every expected failure; `message` is written for the API's user."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ImagineError):
+    status_code = 400
+
+
+class InvalidInput(ImagineError):
+    """A field holds a value the API can't accept; the message names the field."""
+
+    status_code = 422
+
+
+class Unauthorized(ImagineError):
+    status_code = 401
+
+
+class InsufficientCredits(ImagineError):
+    status_code = 402
+
+
+class NotFound(ImagineError):
+    status_code = 404
+
+
+class Conflict(ImagineError):
+    status_code = 409
+
+
+class PayloadTooLarge(ImagineError):
+    status_code = 413
+
+
+class ServiceUnavailable(ImagineError):
+    """A transient condition (a busy database); the client should retry with backoff."""
+
+    status_code = 503

@@ -1,0 +1,1 @@
+"""Domain rules: credits, keys and the task lifecycle. No HTTP here."""

@@ -1,0 +1,196 @@
+"""API keys and accounts: create, authenticate, list, revoke, grant credits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from imagine.clock import iso_z, utc_now
+from imagine.errors import InvalidInput, NotFound, Unauthorized
+from imagine.ids import (
+    KEY_PREFIX,
+    hash_api_key,
+    key_prefix,
+    new_account_id,
+    new_api_key,
+    new_key_id,
+)
+from imagine.services import billing
+from imagine.store import accounts as repo
+from imagine.store.accounts import KeyRow, LedgerRow
+from imagine.store.db import Database
+
+DEV_KEY_NAME = "development"
+DEV_KEY_CREDITS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key_id: str
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    key: str
+    """The secret itself: shown once, stored only as a hash."""
+    key_id: str
+    account_id: str
+    name: str
+    balance: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountCredits:
+    account_id: str
+    balance: int
+    ledger: list[LedgerRow]
+
+
+async def authenticate(db: Database, authorization: str | None) -> Caller:
+    if not authorization:
+        raise Unauthorized("missing API key: send the header Authorization: Bearer <YOUR_API_KEY>")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            "malformed Authorization header: use Authorization: Bearer <YOUR_API_KEY>"
+        )
+    async with db.read() as conn:
+        found = await repo.find_active_key(conn, hash_api_key(token))
+    if found is None:
+        raise Unauthorized("invalid API key: it is unknown or was revoked")
+    return Caller(key_id=found[0], account_id=found[1])
+
+
+async def create_key(
+    db: Database, *, name: str, credits: int, account_id: str | None = None
+) -> CreatedKey:
+    """A new key; on a new account with `credits`, or on an existing account."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("name: give a name of 1 to 200 characters")
+    if credits < 0:
+        raise InvalidInput("credits: must be zero or more")
+    raw = new_api_key()
+    key_id = new_key_id()
+    now = utc_now()
+    async with db.write() as conn:
+        if account_id is None:
+            account_id = new_account_id()
+            await repo.insert_account(conn, account_id=account_id, name=name, now=now)
+        elif not await repo.account_exists(conn, account_id):
+            raise NotFound(f"account {account_id} not found")
+        await repo.insert_key(
+            conn,
+            key_id=key_id,
+            account_id=account_id,
+            name=name,
+            key_hash=hash_api_key(raw),
+            prefix=key_prefix(raw),
+            now=now,
+        )
+        if credits:
+            await billing.grant(
+                conn, account_id=account_id, amount=credits, note="initial credits", now=now
+            )
+        balance = await repo.get_balance(conn, account_id) or 0
+    return CreatedKey(key=raw, key_id=key_id, account_id=account_id, name=name, balance=balance)
+
+
+async def ensure_first_key(db: Database) -> CreatedKey | None:
+    """On a new installation, a development key with some credits; None when one exists."""
+    async with db.read() as conn:
+        if await repo.count_accounts(conn):
+            return None
+    return await create_key(db, name=DEV_KEY_NAME, credits=DEV_KEY_CREDITS)
+
+
+async def list_keys(db: Database) -> list[KeyRow]:
+    async with db.read() as conn:
+        return await repo.list_keys(conn)
+
+
+async def find_key(db: Database, ref: str) -> KeyRow:
+    """A key by its id (`key_...`) or by the secret itself."""
+    async with db.read() as conn:
+        if ref.startswith(KEY_PREFIX):
+            found = await repo.find_key_by_hash(conn, hash_api_key(ref))
+        else:
+            found = await repo.get_key(conn, ref)
+    if found is None:
+        raise NotFound(
+            f"key {ref if not ref.startswith(KEY_PREFIX) else key_prefix(ref) + '…'}"
+            " not found; `imagine keys list` shows the key ids"
+        )
+    return found
+
+
+async def revoke_key(db: Database, ref: str) -> KeyRow:
+    key = await find_key(db, ref)
+    async with db.write() as conn:
+        await repo.revoke_key(conn, key.id, utc_now())
+    return await find_key(db, key.id)
+
+
+async def resolve_account(db: Database, ref: str) -> str:
+    """An account id from an account id, a key id or a key."""
+    if ref.startswith("acc_"):
+        async with db.read() as conn:
+            if await repo.account_exists(conn, ref):
+                return ref
+        raise NotFound(f"account {ref} not found; `imagine keys list` shows the accounts")
+    return (await find_key(db, ref)).account_id
+
+
+async def grant_credits(db: Database, ref: str, amount: int, note: str | None) -> tuple[str, int]:
+    account_id = await resolve_account(db, ref)
+    async with db.write() as conn:
+        balance = await billing.grant(
+            conn, account_id=account_id, amount=amount, note=note, now=utc_now()
+        )
+    return account_id, balance
+
+
+async def account_credits(db: Database, ref: str, *, ledger_rows: int = 20) -> AccountCredits:
+    account_id = await resolve_account(db, ref)
+    async with db.read() as conn:
+        balance = await repo.get_balance(conn, account_id) or 0
+        rows = await repo.recent_ledger(conn, account_id, ledger_rows)
+    return AccountCredits(account_id=account_id, balance=balance, ledger=rows)
+
+
+async def balance_of(db: Database, account_id: str) -> int:
+    async with db.read() as conn:
+        return await repo.get_balance(conn, account_id) or 0
+
+
+def key_view(key: KeyRow) -> dict[str, Any]:
+    """A key as the CLI and the admin API show it: never the secret."""
+    return {
+        "key_id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "account_id": key.account_id,
+        "balance": key.balance,
+        "created_at": iso_z(key.created_at),
+        "revoked_at": iso_z(key.revoked_at) if key.revoked_at else None,
+    }
+
+
+def credits_view(found: AccountCredits) -> dict[str, Any]:
+    return {
+        "account_id": found.account_id,
+        "balance": found.balance,
+        "ledger": [
+            {
+                "kind": row.kind,
+                "amount": row.amount,
+                "balance_after": row.balance_after,
+                "task_id": row.task_id,
+                "note": row.note,
+                "created_at": iso_z(row.created_at),
+            }
+            for row in found.ledger
+        ],
+    }

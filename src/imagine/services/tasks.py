@@ -1,0 +1,240 @@
+"""The task lifecycle: creation (with its debit), the status view, and the two ways a
+task ends. Every transition to SUCCESS or FAILED goes through `finish_success` or
+`finish_failure`; both are guarded so that a task ends once and is refunded once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from imagine import catalog
+from imagine.catalog import ModelSpec, Output
+from imagine.clock import iso_z, utc_now
+from imagine.errors import BadRequest, InvalidInput, NotFound
+from imagine.ids import new_task_id
+from imagine.netguard import refused_literal, url_problem
+from imagine.providers.registry import ProviderRouter
+from imagine.schemas import GenerateInput, GenerateRequest
+from imagine.services import billing
+from imagine.services.keys import Caller
+from imagine.store import tasks as repo
+from imagine.store.db import Database
+from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow
+
+
+class TaskService:
+    def __init__(
+        self,
+        db: Database,
+        router: ProviderRouter,
+        *,
+        deadline_seconds: float,
+        allow_private_urls: bool,
+        on_created: Callable[[], None] = lambda: None,
+        refresh: Callable[[str], Awaitable[TaskRow | None]] | None = None,
+    ) -> None:
+        self._db = db
+        self._router = router
+        self._deadline = timedelta(seconds=deadline_seconds)
+        self._allow_private = allow_private_urls
+        self._on_created = on_created
+        self._refresh = refresh
+
+    async def create(self, caller: Caller, request: GenerateRequest) -> str:
+        """Validate, debit and store a task in one transaction; return its id."""
+        spec = catalog.get_model(request.model)
+        if spec is None:
+            raise InvalidInput(
+                f"model: unknown model {request.model!r}; use one of " + ", ".join(catalog.MODELS)
+            )
+        check_inputs(spec, request.input, allow_private=self._allow_private)
+        if request.callback_url is not None:
+            problem = url_problem(request.callback_url)
+            if problem is not None:
+                raise InvalidInput(f"callback_url: {problem}")
+        source_task_id = None
+        if request.input.task_id is not None:
+            source_task_id = await self._check_source(caller, spec, request.input.task_id)
+        provider = self._router.route(spec.name)
+
+        task_id = new_task_id()
+        now = utc_now()
+        async with self._db.write() as conn:
+            await billing.debit_task(
+                conn,
+                account_id=caller.account_id,
+                task_id=task_id,
+                amount=spec.credits,
+                model=spec.name,
+                now=now,
+            )
+            await repo.insert_task(
+                conn,
+                id=task_id,
+                account_id=caller.account_id,
+                api_key_id=caller.key_id,
+                model=spec.name,
+                status=IN_PROGRESS,
+                request=sanitized_request(request),
+                callback_url=request.callback_url,
+                public=request.public,
+                credits=spec.credits,
+                refunded=False,
+                source_task_id=source_task_id,
+                provider=provider.name,
+                attempts=0,
+                next_check_at=now,
+                deadline_at=now + self._deadline,
+                created_at=now,
+                updated_at=now,
+            )
+        self._on_created()
+        return task_id
+
+    async def get(self, caller: Caller, task_id: str) -> TaskRow:
+        async with self._db.read() as conn:
+            task = await repo.get_task(conn, task_id, account_id=caller.account_id)
+        if task is None:
+            # Another account's task answers exactly like a missing one.
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def status(self, caller: Caller, task_id: str) -> TaskRow:
+        """The task; while it is in progress, refreshed from its provider first (bounded)."""
+        task = await self.get(caller, task_id)
+        if task.status == IN_PROGRESS and self._refresh is not None:
+            refreshed = await self._refresh(task.id)
+            if refreshed is not None:
+                task = refreshed
+        return task
+
+    async def _check_source(self, caller: Caller, spec: ModelSpec, source_id: str) -> str:
+        async with self._db.read() as conn:
+            source = await repo.get_task(conn, source_id, account_id=caller.account_id)
+        if source is None:
+            raise InvalidInput(f"input.task_id: no task {source_id} in this account")
+        source_spec = catalog.get_model(source.model)
+        if source_spec is None or source_spec.output is not Output.IMAGE:
+            raise InvalidInput(
+                f"input.task_id: task {source_id} made a video; {spec.name} needs an image task"
+            )
+        if source.status != SUCCESS:
+            raise InvalidInput(
+                f"input.task_id: task {source_id} is {source.status}; "
+                f"{spec.name} needs a task that finished with SUCCESS"
+            )
+        return source.id
+
+
+def check_inputs(spec: ModelSpec, given: GenerateInput, *, allow_private: bool) -> None:
+    """Each model's required inputs; raises InvalidInput naming the field."""
+    if spec.needs_prompt and not (given.prompt and given.prompt.strip()):
+        raise InvalidInput(f"input.prompt: required for {spec.name}")
+    if spec.needs_image:
+        if given.image_urls and given.task_id:
+            raise InvalidInput("input: give input.image_urls or input.task_id, not both")
+        if not given.image_urls and not given.task_id:
+            raise InvalidInput(
+                f"input.image_urls: required for {spec.name} "
+                "(or give input.task_id of an earlier image task)"
+            )
+    if spec.needs_task:
+        if not given.task_id:
+            raise InvalidInput(
+                f"input.task_id: required for {spec.name}: the id of a finished image task"
+            )
+        if given.image_urls:
+            raise InvalidInput(f"input.image_urls: {spec.name} takes input.task_id only")
+    if not (spec.needs_image or spec.needs_task):
+        if given.image_urls:
+            raise InvalidInput(f"input.image_urls: not used by {spec.name}")
+        if given.task_id:
+            raise InvalidInput(f"input.task_id: not used by {spec.name}")
+    if given.image_urls is not None and not given.image_urls and spec.needs_image:
+        raise InvalidInput("input.image_urls: give one image URL")
+    for index, url in enumerate(given.image_urls or []):
+        problem = url_problem(url)
+        if problem is not None:
+            raise InvalidInput(f"input.image_urls[{index}]: {problem}")
+        if refused_literal(url, allow_private=allow_private):
+            raise BadRequest(
+                f"input.image_urls[{index}]: points to a private or reserved address, "
+                "which this server does not fetch"
+            )
+
+
+def sanitized_request(request: GenerateRequest) -> dict[str, Any]:
+    """The submitted payload as the status call shows it: no credentials, no query strings."""
+    shown: dict[str, Any] = {
+        "model": request.model,
+        "input": request.input.model_dump(exclude_none=True),
+    }
+    if request.callback_url is not None:
+        shown["callback_url"] = _without_secrets(request.callback_url)
+    if request.public:
+        shown["public"] = True
+    return shown
+
+
+def _without_secrets(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def status_data(task: TaskRow) -> dict[str, Any]:
+    """The `data` of a status answer, exactly the API document's fields (plus completed_at)."""
+    return {
+        "task_id": task.id,
+        "status": task.status,
+        "request": task.request,
+        "response": {"resultUrls": task.result_urls or []} if task.status == SUCCESS else None,
+        "consumed_credits": 0 if task.refunded else task.credits,
+        "error_message": task.error_message if task.status == FAILED else None,
+        "created_at": iso_z(task.created_at),
+        "completed_at": iso_z(task.finished_at) if task.finished_at else None,
+    }
+
+
+async def finish_success(db: Database, task: TaskRow, worker_id: str, urls: list[str]) -> bool:
+    now = utc_now()
+    async with db.write() as conn:
+        return await repo.update_leased(
+            conn,
+            task.id,
+            worker_id,
+            status=SUCCESS,
+            result_urls=urls,
+            finished_at=now,
+            updated_at=now,
+            checked_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+
+async def finish_failure(db: Database, task: TaskRow, worker_id: str, message: str) -> bool:
+    """Fail the task and refund its credits, in one transaction; False if it already ended."""
+    now = utc_now()
+    async with db.write() as conn:
+        ended = await repo.update_leased(
+            conn,
+            task.id,
+            worker_id,
+            status=FAILED,
+            error_message=message[:2000],
+            refunded=True,
+            finished_at=now,
+            updated_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        if ended:
+            await billing.refund_task(
+                conn, account_id=task.account_id, task_id=task.id, amount=task.credits, now=now
+            )
+        return ended

@@ -1,0 +1,107 @@
+"""The tables. One Alembic chain creates them (store/migrations)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from imagine.store.types import UTCDateTime
+
+# Named constraints: SQLite batch migrations can only alter what has a name.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BIGINT on PostgreSQL, INTEGER (rowid alias, so autoincrementing) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("balance", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("balance >= 0", name="balance_not_negative"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("task_id", String(32), nullable=True),
+    Column("note", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    # A task is debited once and refunded at most once, whatever races happen above.
+    UniqueConstraint("task_id", "kind", name="uq_ledger_task_kind"),
+    CheckConstraint("kind IN ('grant', 'debit', 'refund', 'adjustment')", name="kind_known"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False),
+    Column("api_key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("callback_url", Text, nullable=True),
+    Column("public", Boolean, nullable=False),
+    Column("credits", Integer, nullable=False),
+    Column("refunded", Boolean, nullable=False),
+    Column("source_task_id", String(32), nullable=True),
+    Column("provider", String(32), nullable=False),
+    Column("upstream_id", String(200), nullable=True),
+    Column("provider_state", JSON, nullable=True),
+    Column("result_urls", JSON, nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("checked_at", UTCDateTime, nullable=True),
+    Column("next_check_at", UTCDateTime, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    CheckConstraint("status IN ('IN_PROGRESS', 'SUCCESS', 'FAILED')", name="status_known"),
+    Index("ix_tasks_due", "status", "next_check_at"),
+    Index("ix_tasks_account_created", "account_id", "created_at"),
+)

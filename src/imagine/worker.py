@@ -1,0 +1,296 @@
+"""The worker: claims due tasks with a lease and advances them through their provider.
+
+One step of a task is: submit it (storing the upstream id at once), or poll it, then
+either schedule the next look, store its results and finish it, or fail and refund it.
+A task past its deadline fails and is refunded. Leases make any number of workers, in
+any number of processes, safe: a task is advanced by whoever holds it, and a crashed
+worker's lease simply expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from imagine.clock import utc_now
+from imagine.providers.base import (
+    Failed,
+    Job,
+    Pending,
+    ProviderError,
+    SourceTask,
+    Succeeded,
+)
+from imagine.providers.registry import ProviderRouter
+from imagine.services.tasks import finish_failure, finish_success
+from imagine.storage import LocalStorage
+from imagine.store import tasks as repo
+from imagine.store.db import Database
+from imagine.store.tasks import TaskRow
+
+logger = logging.getLogger("imagine.worker")
+
+
+def retry_delay(attempt: int, retry_after: float | None = None, *, cap: float = 60.0) -> float:
+    """Capped exponential backoff with jitter; an upstream's Retry-After wins when longer."""
+    backoff = min(cap, 2.0 ** max(0, attempt))
+    delay = backoff / 2 + random.uniform(0, backoff / 2)
+    return max(delay, retry_after or 0.0)
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        router: ProviderRouter,
+        storage: LocalStorage,
+        *,
+        concurrency: int,
+        poll_interval: float,
+        lease_seconds: float,
+        refresh_timeout: float,
+        refresh_interval: float,
+    ) -> None:
+        self.id = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._db = db
+        self._router = router
+        self._storage = storage
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+        self._lease = timedelta(seconds=lease_seconds)
+        # A provider call may not outlive the lease, or another worker could take the task.
+        self._call_timeout = lease_seconds * 0.8
+        self._refresh_timeout = refresh_timeout
+        self._refresh_interval = timedelta(seconds=refresh_interval)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running: set[asyncio.Task[None]] = set()
+        self._refreshing: dict[str, asyncio.Task[TaskRow | None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- running ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self.run(), name="imagine-worker")
+
+    def wake(self) -> None:
+        """A task became due (just created): look now rather than at the next tick."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        logger.info("worker %s started (concurrency %d)", self.id, self._concurrency)
+        while not self._stopping:
+            self._wake.clear()
+            free = self._concurrency - len(self._running)
+            claimed: list[TaskRow] = []
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                except Exception:
+                    logger.exception("claiming due tasks failed; trying again")
+            for task in claimed:
+                self._spawn(task)
+            if claimed and len(claimed) == free:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let running steps finish for `grace` seconds, then cancel them
+        (a cancelled step hands its lease back so another worker takes over at once)."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        pending = set(self._running) | set(self._refreshing.values())
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+
+    def _spawn(self, task: TaskRow) -> None:
+        step = asyncio.create_task(self._advance(task), name=f"advance-{task.id}")
+        self._running.add(step)
+        step.add_done_callback(self._on_step_done)
+
+    def _on_step_done(self, step: asyncio.Task[None]) -> None:
+        self._running.discard(step)
+        self._wake.set()
+
+    async def _claim(
+        self, limit: int, *, task_id: str | None = None, checked_before: datetime | None = None
+    ) -> list[TaskRow]:
+        now = utc_now()
+        async with self._db.write() as conn:
+            return await repo.claim(
+                conn,
+                worker_id=self.id,
+                now=now,
+                lease_until=now + self._lease,
+                limit=limit,
+                skip_locked=not self._db.is_sqlite,
+                task_id=task_id,
+                checked_before=checked_before,
+            )
+
+    # -- inline refresh from the status call -------------------------------------------
+
+    async def refresh(self, task_id: str) -> TaskRow | None:
+        """Ask the provider about one task now, at most once per refresh interval and at
+        most one call at a time per task; wait for it no longer than the refresh timeout.
+
+        Returns the task as it stands afterwards, or None when nothing was refreshed in time
+        (the refresh goes on in the background and its result is kept).
+        """
+        if self._refresh_timeout <= 0 or self._stopping:
+            return None
+        running = self._refreshing.get(task_id)
+        if running is None:
+            running = asyncio.create_task(self._refresh_once(task_id))
+            self._refreshing[task_id] = running
+            running.add_done_callback(lambda _: self._refreshing.pop(task_id, None))
+        try:
+            return await asyncio.wait_for(asyncio.shield(running), self._refresh_timeout)
+        except TimeoutError:
+            return None
+
+    async def _refresh_once(self, task_id: str) -> TaskRow | None:
+        claimed = await self._claim(
+            1, task_id=task_id, checked_before=utc_now() - self._refresh_interval
+        )
+        if not claimed:
+            return None
+        await self._advance(claimed[0])
+        async with self._db.read() as conn:
+            return await repo.get_task(conn, task_id)
+
+    # -- one step of one task ---------------------------------------------------------
+
+    async def _advance(self, task: TaskRow) -> None:
+        try:
+            await self._step(task)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(task))
+            raise
+        except Exception:
+            logger.exception("task %s: step failed; it will be retried", task.id)
+            await self._retry_later(task, None)
+
+    async def _step(self, task: TaskRow) -> None:
+        now = utc_now()
+        if now >= task.deadline_at:
+            seconds = int((task.deadline_at - task.created_at).total_seconds())
+            await self._fail(task, f"the task did not finish within {seconds} seconds")
+            return
+        provider = self._router.get(task.provider)
+        job = await self._job(task)
+        try:
+            if task.upstream_id is None:
+                async with asyncio.timeout(self._call_timeout):
+                    submitted = await provider.submit(job)
+                stored = await self._update(
+                    task,
+                    upstream_id=submitted.upstream_id,
+                    provider_state=submitted.state,
+                    checked_at=now,
+                    attempts=0,
+                    **self._schedule(task, submitted.poll_after, keep_lease=True),
+                )
+                if not stored:
+                    return
+                task.upstream_id = submitted.upstream_id
+                task.provider_state = submitted.state
+                if submitted.poll_after > 0:
+                    await self._release(task)
+                    return
+                job = replace(job, upstream_id=submitted.upstream_id, state=submitted.state)
+            async with asyncio.timeout(self._call_timeout):
+                outcome = await provider.poll(job)
+        except TimeoutError:
+            await self._retry_later(
+                task, ProviderError("the provider did not answer in time", retryable=True)
+            )
+            return
+        except ProviderError as exc:
+            if exc.retryable:
+                await self._retry_later(task, exc)
+            else:
+                await self._fail(task, exc.message)
+            return
+
+        if isinstance(outcome, Pending):
+            await self._update(
+                task, checked_at=utc_now(), **self._schedule(task, outcome.poll_after)
+            )
+        elif isinstance(outcome, Succeeded):
+            urls = await self._storage.save(task.id, outcome.artifacts)
+            if await finish_success(self._db, task, self.id, urls):
+                logger.info("task %s: SUCCESS", task.id)
+        elif isinstance(outcome, Failed):
+            await self._fail(task, outcome.message)
+
+    async def _job(self, task: TaskRow) -> Job:
+        source = None
+        if task.source_task_id is not None:
+            async with self._db.read() as conn:
+                found = await repo.get_task(conn, task.source_task_id)
+            if found is not None:
+                source = SourceTask(
+                    task_id=found.id,
+                    model=found.model,
+                    provider=found.provider,
+                    upstream_id=found.upstream_id,
+                    result_urls=list(found.result_urls or []),
+                )
+        return Job(
+            task_id=task.id,
+            model=task.model,
+            input=task.request.get("input", {}),
+            upstream_id=task.upstream_id,
+            state=task.provider_state or {},
+            source=source,
+        )
+
+    def _schedule(
+        self, task: TaskRow, after: float, *, keep_lease: bool = False
+    ) -> dict[str, object]:
+        # Never sleep past the deadline: the task must be looked at when it expires.
+        when = min(utc_now() + timedelta(seconds=max(0.0, after)), task.deadline_at)
+        values: dict[str, object] = {"next_check_at": when, "updated_at": utc_now()}
+        if not keep_lease:
+            values.update(lease_owner=None, lease_expires_at=None)
+        return values
+
+    async def _update(self, task: TaskRow, **values: object) -> bool:
+        async with self._db.write() as conn:
+            stored = await repo.update_leased(conn, task.id, self.id, **values)
+        if not stored:
+            logger.warning("task %s: lease lost or task already ended; step dropped", task.id)
+        return stored
+
+    async def _release(self, task: TaskRow) -> None:
+        async with self._db.write() as conn:
+            await repo.update_leased(
+                conn, task.id, self.id, lease_owner=None, lease_expires_at=None
+            )
+
+    async def _retry_later(self, task: TaskRow, error: ProviderError | None) -> None:
+        attempts = task.attempts + 1
+        delay = retry_delay(attempts, error.retry_after if error else None)
+        if error is not None:
+            logger.warning("task %s: %s; retrying in %.1fs", task.id, error.message, delay)
+        await self._update(task, attempts=attempts, **self._schedule(task, delay))
+
+    async def _fail(self, task: TaskRow, message: str) -> None:
+        if await finish_failure(self._db, task, self.id, message):
+            logger.info("task %s: FAILED and refunded: %s", task.id, message)
