@@ -115,9 +115,7 @@ def test_render_image_default_is_square_768() -> None:
 @pytest.mark.parametrize("long_side", [64, 255, 501, 1023])
 def test_render_image_dimensions_are_even(long_side: int) -> None:
     for aspect_ratio in ("1:1", "2:3", "3:2", "16:9", "9:16"):
-        w, h = open_png(
-            render_image("even", aspect_ratio=aspect_ratio, long_side=long_side)
-        ).size
+        w, h = open_png(render_image("even", aspect_ratio=aspect_ratio, long_side=long_side)).size
         assert w % 2 == 0
         assert h % 2 == 0
         assert max(w, h) in (long_side, long_side - 1)

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("admin_token")
+    @classmethod
+    def _blank_token_is_off(cls, value: SecretStr | None) -> SecretStr | None:
+        # IMAGINE_ADMIN_TOKEN= (empty) turns the admin API off; it is never the empty password.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _public_url_is_http(cls, value: str | None) -> str | None:

@@ -54,6 +54,7 @@ class Runtime:
             allow_private_urls=settings.allow_private_urls,
             on_created=self.worker.wake,
             refresh=self.worker.refresh,
+            is_own_url=lambda url: self.storage.local_path(url) is not None,
         )
 
     async def start(self, *, run_worker: bool) -> None:

@@ -34,6 +34,7 @@ class TaskService:
         allow_private_urls: bool,
         on_created: Callable[[], None] = lambda: None,
         refresh: Callable[[str], Awaitable[TaskRow | None]] | None = None,
+        is_own_url: Callable[[str], bool] = lambda _: False,
     ) -> None:
         self._db = db
         self._router = router
@@ -41,6 +42,7 @@ class TaskService:
         self._allow_private = allow_private_urls
         self._on_created = on_created
         self._refresh = refresh
+        self._is_own_url = is_own_url
 
     async def create(self, caller: Caller, request: GenerateRequest) -> str:
         """Validate, debit and store a task in one transaction; return its id."""
@@ -49,7 +51,9 @@ class TaskService:
             raise InvalidInput(
                 f"model: unknown model {request.model!r}; use one of " + ", ".join(catalog.MODELS)
             )
-        check_inputs(spec, request.input, allow_private=self._allow_private)
+        check_inputs(
+            spec, request.input, allow_private=self._allow_private, is_own_url=self._is_own_url
+        )
         if request.callback_url is not None:
             problem = url_problem(request.callback_url)
             if problem is not None:
@@ -128,7 +132,13 @@ class TaskService:
         return source.id
 
 
-def check_inputs(spec: ModelSpec, given: GenerateInput, *, allow_private: bool) -> None:
+def check_inputs(
+    spec: ModelSpec,
+    given: GenerateInput,
+    *,
+    allow_private: bool,
+    is_own_url: Callable[[str], bool] = lambda _: False,
+) -> None:
     """Each model's required inputs; raises InvalidInput naming the field."""
     if spec.needs_prompt and not (given.prompt and given.prompt.strip()):
         raise InvalidInput(f"input.prompt: required for {spec.name}")
@@ -158,7 +168,8 @@ def check_inputs(spec: ModelSpec, given: GenerateInput, *, allow_private: bool) 
         problem = url_problem(url)
         if problem is not None:
             raise InvalidInput(f"input.image_urls[{index}]: {problem}")
-        if refused_literal(url, allow_private=allow_private):
+        # Our own result URLs are read from storage, never fetched.
+        if not is_own_url(url) and refused_literal(url, allow_private=allow_private):
             raise BadRequest(
                 f"input.image_urls[{index}]: points to a private or reserved address, "
                 "which this server does not fetch"

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import databases
+from tests.support.api import new_key
+from tests.support.server import ServerProcess
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One shared server on the embedded default; tests isolate by using their own keys."""
+    with ServerProcess(tmp_path_factory.mktemp("shared")) as running:
+        yield running
+
+
+@pytest.fixture
+def key(server: ServerProcess) -> str:
+    """A fresh account with 1000 credits."""
+    created: str = new_key(server.url)["key"]
+    return created
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start servers with particular settings; all are stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def make(env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServerProcess:
+        running = ServerProcess(data_dir or tmp_path / f"data{len(started)}", env).start()
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine_server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[ServerProcess, str | Path]]:
+    """A server on each database engine, with the handle tests use to read it directly."""
+    data_dir = tmp_path / "engine"
+    env: dict[str, str] = {}
+    database: str | Path = data_dir / "imagine.db"
+    if request.param == "postgres":
+        url = databases.create_postgres_database()
+        env["IMAGINE_DATABASE_URL"] = databases.sqlalchemy_url(url)
+        database = url
+    running = ServerProcess(data_dir, env).start()
+    try:
+        yield running, database
+    finally:
+        running.stop()
+        if request.param == "postgres":
+            databases.drop_postgres_database(str(database))

@@ -1,0 +1,90 @@
+"""The two database engines the server runs on, for tests that must hold on both."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+ADMIN_URL = os.environ.get("IMAGINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _base() -> str:
+    return ADMIN_URL.rsplit("/", 1)[0]
+
+
+async def _admin(statement: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def create_postgres_database() -> str:
+    """A new, empty database on the machine's PostgreSQL; returns its asyncpg URL."""
+    name = "imagine_test_" + secrets.token_hex(6)
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL is not reachable at {ADMIN_URL}: {exc}")
+    return f"{_base()}/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def sqlalchemy_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+def query(database: str | Path, sql: str) -> list[tuple[Any, ...]]:
+    """Read the server's database directly, to check invariants from outside."""
+    if isinstance(database, Path):
+        with sqlite3.connect(database) as conn:
+            return list(conn.execute(sql))
+
+    async def run() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(database)
+        try:
+            return [tuple(row) for row in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def ledger_problems(database: str | Path) -> list[str]:
+    """Every broken money invariant: balance = sum of ledger, one debit per task, one refund
+    per failed task and none for the others, consumed credits consistent."""
+    problems = []
+    for account_id, balance, total in query(
+        database,
+        "SELECT a.id, a.balance, COALESCE(SUM(l.amount), 0) FROM accounts a "
+        "LEFT JOIN ledger l ON l.account_id = a.id GROUP BY a.id, a.balance",
+    ):
+        if balance != total or balance < 0:
+            problems.append(f"account {account_id}: balance {balance}, ledger sum {total}")
+    for task_id, status, credits, refunded, debits, refunds in query(
+        database,
+        "SELECT t.id, t.status, t.credits, t.refunded, "
+        "(SELECT COUNT(*) FROM ledger l WHERE l.task_id = t.id AND l.kind = 'debit'), "
+        "(SELECT COUNT(*) FROM ledger l WHERE l.task_id = t.id AND l.kind = 'refund') "
+        "FROM tasks t",
+    ):
+        expected_refunds = 1 if status == "FAILED" else 0
+        if debits != 1 or refunds != expected_refunds or bool(refunded) != (status == "FAILED"):
+            problems.append(
+                f"task {task_id} ({status}, {credits} credits): {debits} debits, {refunds} refunds"
+            )
+    return problems

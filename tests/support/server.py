@@ -1,0 +1,95 @@
+"""Runs `imagine serve` as a real process on a loopback port, as a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+import httpx
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, *, port: int | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "IMAGINE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "IMAGINE_PREVIEW_DELAY": "0.2",
+            "IMAGINE_LOG_LEVEL": "warning",
+            **(env or {}),
+        }
+        self.log_path = data_dir / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.no_worker = False
+
+    def start(self) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = self._spawn(log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not come up:\n{self.log()}")
+
+    def _spawn(self, log: BinaryIO) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "imagine", "serve", "--port", str(self.port)]
+        command += ["--data-dir", str(self.data_dir), "--no-access-log"]
+        if self.no_worker:
+            command.append("--no-worker")
+        return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,157 @@
+"""The `imagine` command as an operator uses it: keys, credits, the first start."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.api import auth, create_task, text_to_image
+from tests.support.server import ServerProcess, free_port
+
+
+def imagine(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imagine", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=60,
+    )
+
+
+def imagine_json(*args: str) -> Any:
+    done = imagine(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_keys_and_credits_round_trip(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "d")
+    created = imagine_json(
+        "keys", "create", "--name", "alice", "--credits", "40", "--data-dir", data_dir
+    )
+    assert set(created) >= {"key", "account_id", "balance"}
+    assert created["balance"] == 40
+    assert created["key"].startswith("im_")
+
+    listed = imagine_json("keys", "list", "--data-dir", data_dir)
+    assert [row["name"] for row in listed] == ["alice"]
+    assert created["key"] not in json.dumps(listed)
+    table = imagine("keys", "list", "--data-dir", data_dir)
+    assert "alice" in table.stdout
+    assert created["key"] not in table.stdout
+
+    granted = imagine_json("credits", "grant", created["account_id"], "15", "--data-dir", data_dir)
+    assert granted == {"account_id": created["account_id"], "balance": 55}
+    shown = imagine_json("credits", "show", created["key_id"], "--data-dir", data_dir)
+    assert shown["balance"] == 55
+    assert [(row["kind"], row["amount"]) for row in shown["ledger"]] == [
+        ("grant", 15),
+        ("grant", 40),
+    ]
+    # Negative amounts take credits back; `--` keeps them from reading as options.
+    taken = imagine(
+        "credits", "grant", "--json", "--data-dir", data_dir, "--", created["account_id"], "-5"
+    )
+    assert json.loads(taken.stdout)["balance"] == 50
+    too_much = imagine(
+        "credits", "grant", "--data-dir", data_dir, "--", created["account_id"], "-500"
+    )
+    assert too_much.returncode == 1
+    assert "can't go below zero" in too_much.stderr
+
+
+def test_revoked_key_gets_401_at_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    with ServerProcess(data_dir) as server:
+        created = imagine_json(
+            "keys", "create", "--name", "bob", "--credits", "10", "--data-dir", str(data_dir)
+        )
+        create_task(server.url, created["key"], text_to_image())
+        revoked = imagine("keys", "revoke", created["key_id"], "--data-dir", str(data_dir))
+        assert revoked.returncode == 0, revoked.stderr
+        answer = httpx.post(
+            f"{server.url}/api/generate", json=text_to_image(), headers=auth(created["key"])
+        )
+        assert answer.status_code == 401
+        assert answer.json() == {
+            "code": 401,
+            "message": "invalid API key: it is unknown or was revoked",
+            "data": None,
+        }
+        listed = imagine_json("keys", "list", "--data-dir", str(data_dir))
+        assert next(r for r in listed if r["key_id"] == created["key_id"])["revoked_at"]
+
+
+def test_unknown_key_or_account_is_a_clear_error(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "d")
+    missing = imagine("keys", "revoke", "key_nope", "--data-dir", data_dir)
+    assert missing.returncode == 1
+    assert "key key_nope not found" in missing.stderr
+    account = imagine("credits", "show", "acc_nope", "--data-dir", data_dir)
+    assert account.returncode == 1
+    assert "account acc_nope not found" in account.stderr
+
+
+def test_bad_settings_stop_the_start_with_one_line(tmp_path: Path) -> None:
+    for env, variable in (
+        ({"IMAGINE_PREVIEW_DELAY": "soon"}, "IMAGINE_PREVIEW_DELAY"),
+        ({"IMAGINE_DATABASE_URL": "mysql://x/y"}, "IMAGINE_DATABASE_URL"),
+        ({"IMAGINE_PUBLIC_URL": "example.com"}, "IMAGINE_PUBLIC_URL"),
+        ({"IMAGINE_PROVIDER": "nobody"}, "IMAGINE_PROVIDER"),
+    ):
+        done = imagine("serve", "--data-dir", str(tmp_path / "d"), env=env)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"error: invalid setting {variable}:"), lines[0]
+
+
+def test_first_start_prints_a_key_and_a_curl_line_that_works(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "imagine",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "fresh"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "IMAGINE_PREVIEW_DELAY": "0"},
+        )
+    try:
+        curl_line = ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = re.search(r"^\s*(curl -s \S+/api/generate .*)$", log.read_text(), re.M)
+            if found and "Application startup complete" in log.read_text():
+                curl_line = found.group(1)
+                break
+            time.sleep(0.2)
+        assert curl_line, log.read_text()
+        assert "1000 credits" in log.read_text()
+        done = subprocess.run(["bash", "-c", curl_line], capture_output=True, text=True, timeout=30)
+        answer = json.loads(done.stdout)
+        assert answer["code"] == 200
+        assert answer["data"]["status"] == "IN_PROGRESS"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    # A second start on the same data dir makes no new key.
+    again = imagine_json("keys", "list", "--data-dir", str(tmp_path / "fresh"))
+    assert [row["name"] for row in again] == ["development"]

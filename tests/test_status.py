@@ -1,0 +1,153 @@
+"""GET and POST /api/status: every field of the API document, isolation, refresh."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.api import auth, create_task, new_key, status, text_to_image, wait_done
+from tests.support.server import ServerProcess
+
+FIELDS = {
+    "task_id",
+    "status",
+    "request",
+    "response",
+    "consumed_credits",
+    "error_message",
+    "created_at",
+    "completed_at",
+}
+
+
+def test_get_and_post_answer_the_same(server: ServerProcess, key: str) -> None:
+    task_id = create_task(server.url, key, text_to_image())
+    wait_done(server.url, key, task_id)
+    by_get = status(server.url, key, task_id).json()
+    by_post = httpx.post(
+        f"{server.url}/api/status", json={"task_id": task_id}, headers=auth(key)
+    ).json()
+    by_post_query = httpx.post(
+        f"{server.url}/api/status", params={"task_id": task_id}, headers=auth(key)
+    ).json()
+    assert by_get == by_post == by_post_query
+    assert by_get["code"] == 200
+    assert by_get["message"] == "success"
+
+
+def test_every_documented_field(server: ServerProcess, key: str) -> None:
+    body = {
+        "model": "grok-imagine/text-to-image",
+        "input": {"prompt": "A majestic dragon flying over a neon-lit cyberpunk city"},
+    }
+    task_id = create_task(server.url, key, body)
+    first = status(server.url, key, task_id).json()["data"]
+    assert set(first) == FIELDS
+    assert first["status"] in ("IN_PROGRESS", "SUCCESS")
+    data = wait_done(server.url, key, task_id)
+    assert set(data) == FIELDS
+    assert data["task_id"] == task_id
+    assert data["status"] == "SUCCESS"
+    assert data["request"] == body
+    assert isinstance(data["response"]["resultUrls"], list)
+    assert data["consumed_credits"] == 5
+    assert data["error_message"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["created_at"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["completed_at"])
+
+
+def test_in_progress_task_has_no_response(make_server: Any) -> None:
+    slow = make_server({"IMAGINE_PREVIEW_DELAY": "30"})
+    key = new_key(slow.url)["key"]
+    task_id = create_task(slow.url, key, text_to_image())
+    data = status(slow.url, key, task_id).json()["data"]
+    assert data["status"] == "IN_PROGRESS"
+    assert data["response"] is None
+    assert data["consumed_credits"] == 5
+    assert data["completed_at"] is None
+
+
+def test_request_is_sanitized(server: ServerProcess, key: str) -> None:
+    task_id = create_task(
+        server.url,
+        key,
+        {
+            "input": {"prompt": "a boat"},
+            "callback_url": "https://user:secret@hooks.example.com:8443/done?token=abc#x",
+            "public": True,
+        },
+    )
+    data = status(server.url, key, task_id).json()["data"]
+    assert data["request"] == {
+        "model": "grok-imagine/text-to-image",
+        "input": {"prompt": "a boat"},
+        "callback_url": "https://hooks.example.com:8443/done",
+        "public": True,
+    }
+
+
+def test_another_accounts_task_is_not_found(server: ServerProcess, key: str) -> None:
+    other = new_key(server.url)["key"]
+    task_id = create_task(server.url, other, text_to_image())
+    answer = status(server.url, key, task_id)
+    assert answer.status_code == 404
+    assert answer.json() == {"code": 404, "message": f"task {task_id} not found", "data": None}
+    unknown = status(server.url, key, "tdoesnotexist")
+    assert unknown.status_code == 404
+    assert unknown.json()["message"] == "task tdoesnotexist not found"
+
+
+def test_keys_of_one_account_see_its_tasks(server: ServerProcess) -> None:
+    created = new_key(server.url)
+    second = httpx.post(
+        f"{server.url}/admin/keys",
+        json={"name": "second", "account_id": created["account_id"]},
+        headers=auth("test-admin-token"),
+    ).json()["data"]
+    task_id = create_task(server.url, created["key"], text_to_image())
+    assert status(server.url, second["key"], task_id).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "code", "message"),
+    [
+        ("GET", {}, 422, "task_id: required"),
+        ("GET", {"params": {"task_id": ""}}, 422, "task_id: required"),
+        ("POST", {}, 422, "task_id: required"),
+        ("POST", {"json": {}}, 422, "task_id: required"),
+        ("POST", {"json": {"task_id": 12}}, 422, "task_id"),
+        ("POST", {"json": {"task_id": "t1", "x": 1}}, 422, "x: unknown field"),
+        ("POST", {"content": b"{nope"}, 400, "not valid JSON"),
+        ("GET", {"params": {"task_id": "t" * 101}}, 422, "task_id"),
+    ],
+)
+def test_bad_status_requests(
+    server: ServerProcess, key: str, method: str, kwargs: dict[str, Any], code: int, message: str
+) -> None:
+    answer = httpx.request(method, f"{server.url}/api/status", headers=auth(key), **kwargs)
+    assert answer.status_code == code, answer.text
+    assert answer.json()["code"] == code
+    assert message in answer.json()["message"]
+
+
+def test_status_needs_a_key(server: ServerProcess) -> None:
+    answer = httpx.get(f"{server.url}/api/status", params={"task_id": "t1"})
+    assert answer.status_code == 401
+    assert answer.json()["data"] is None
+
+
+def test_status_refreshes_from_the_provider_without_a_worker(tmp_path: Any) -> None:
+    """With the worker off, the status call alone carries a task to SUCCESS: it asks the
+    provider once more before replying, as the API document says."""
+    from tests.support.server import ServerProcess as Server
+
+    server = Server(tmp_path / "noworker", {"IMAGINE_PREVIEW_DELAY": "0"})
+    server.no_worker = True
+    with server:
+        key = new_key(server.url)["key"]
+        task_id = create_task(server.url, key, text_to_image())
+        data = wait_done(server.url, key, task_id, timeout=30)
+        assert data["status"] == "SUCCESS"
