@@ -1,0 +1,36 @@
+# Two commands set everything up on a fresh machine with Python 3.11+:
+#   make serve   serve the API on the embedded default (SQLite, ./imagine-data, preview engine)
+#   make test    lint, type-check and run the tests
+# uv (pinned) is bootstrapped into .tools/ so nothing is installed outside this folder.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+ARGS ?=
+
+.PHONY: serve test check lint typecheck bench install
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+install: $(UV)
+	$(UV) sync --frozen
+
+serve: install
+	$(UV) run --frozen imagine serve $(ARGS)
+
+lint: install
+	$(UV) run --frozen ruff format --check src tests bench
+	$(UV) run --frozen ruff check src tests bench
+
+typecheck: install
+	$(UV) run --frozen mypy
+
+check: lint typecheck
+
+test: check
+	$(UV) run --frozen pytest -n 2 $(ARGS)
+
+bench: install
+	$(UV) run --frozen python -m bench.api $(ARGS)

@@ -1,0 +1,105 @@
+"""Plain domain rules, tested as functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagine import catalog
+from imagine.api.envelope import field_path
+from imagine.errors import BadRequest, InvalidInput
+from imagine.netguard import is_public_address, literal_address, refused_literal, url_problem
+from imagine.schemas import GenerateInput, GenerateRequest
+from imagine.services.tasks import check_inputs, sanitized_request
+from imagine.worker import retry_delay
+
+
+class TestRetryDelay:
+    def test_grows_and_is_capped(self) -> None:
+        for attempt in range(12):
+            delay = retry_delay(attempt, cap=60)
+            ceiling = min(60, 2.0**attempt)
+            assert ceiling / 2 <= delay <= ceiling
+
+    def test_retry_after_wins_when_longer(self) -> None:
+        assert retry_delay(1, retry_after=30) == 30
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://example.com/a.png", None),
+        ("http://example.com:8080/a", None),
+        ("ftp://example.com/a", "must be an http:// or https:// URL"),
+        ("https:///nohost", "has no host"),
+        ("http://example.com:99999/", "is not a valid URL"),
+        ("https://example.com/" + "a" * 2100, "is longer than 2048 characters"),
+    ],
+)
+def test_url_problem(url: str, problem: str | None) -> None:
+    assert url_problem(url) == problem
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://127.0.0.1/x", True),
+        ("http://[::1]/x", True),
+        ("http://169.254.169.254/latest", True),
+        ("http://10.0.0.1/", True),
+        ("http://192.168.1.1/", True),
+        ("http://[::ffff:127.0.0.1]/", True),
+        ("http://224.0.0.1/", True),
+        ("http://93.184.216.34/", False),
+        ("http://example.com/", False),  # a name: only resolving it can tell
+    ],
+)
+def test_refused_literal(url: str, refused: bool) -> None:
+    assert refused_literal(url, allow_private=False) is refused
+    assert refused_literal(url, allow_private=True) is False
+
+
+def test_public_address() -> None:
+    address = literal_address("http://8.8.8.8/")
+    assert address is not None and is_public_address(address)
+
+
+def test_field_path() -> None:
+    assert field_path(("input", "image_urls", 0)) == "input.image_urls[0]"
+    assert field_path(()) == "body"
+
+
+class TestCheckInputs:
+    def check(self, model: str, **given: object) -> None:
+        spec = catalog.get_model(model)
+        assert spec is not None
+        check_inputs(spec, GenerateInput.model_validate(given), allow_private=False)
+
+    def test_every_model_accepts_its_inputs(self) -> None:
+        self.check(catalog.TEXT_TO_IMAGE, prompt="x")
+        self.check(catalog.TEXT_TO_VIDEO, prompt="x")
+        self.check(catalog.IMAGE_TO_VIDEO, image_urls=["https://a.com/x.png"])
+        self.check(catalog.IMAGE_TO_VIDEO, task_id="t1", prompt="move")
+        self.check(catalog.UPSCALE, task_id="t1")
+
+    def test_our_own_urls_are_not_refused(self) -> None:
+        spec = catalog.get_model(catalog.IMAGE_TO_VIDEO)
+        assert spec is not None
+        given = GenerateInput(image_urls=["http://127.0.0.1:8000/files/t1/0.png"])
+        with pytest.raises(BadRequest):
+            check_inputs(spec, given, allow_private=False)
+        check_inputs(spec, given, allow_private=False, is_own_url=lambda _: True)
+
+    def test_upscale_refuses_urls(self) -> None:
+        with pytest.raises(InvalidInput, match="takes input.task_id only"):
+            self.check(catalog.UPSCALE, task_id="t1", image_urls=["https://a.com/x.png"])
+
+
+def test_sanitized_request_drops_credentials() -> None:
+    request = GenerateRequest.model_validate(
+        {"input": {"prompt": "p"}, "callback_url": "https://u:p@h.io/cb?sig=1"}
+    )
+    assert sanitized_request(request) == {
+        "model": catalog.TEXT_TO_IMAGE,
+        "input": {"prompt": "p"},
+        "callback_url": "https://h.io/cb",
+    }
