@@ -60,7 +60,8 @@ def test_refused_literal(url: str, refused: bool) -> None:
 
 def test_public_address() -> None:
     address = literal_address("http://8.8.8.8/")
-    assert address is not None and is_public_address(address)
+    assert address is not None
+    assert is_public_address(address)
 
 
 def test_field_path() -> None:
@@ -90,7 +91,7 @@ class TestCheckInputs:
         check_inputs(spec, given, allow_private=False, is_own_url=lambda _: True)
 
     def test_upscale_refuses_urls(self) -> None:
-        with pytest.raises(InvalidInput, match="takes input.task_id only"):
+        with pytest.raises(InvalidInput, match=r"takes input\.task_id only"):
             self.check(catalog.UPSCALE, task_id="t1", image_urls=["https://a.com/x.png"])
 
 

@@ -59,6 +59,10 @@ MAX_FPS = 60
 _SOURCE_FORMATS = ("PNG", "JPEG", "WEBP")
 # ISO BMFF is also the container of HEIF/AVIF stills and M4A audio; those must not pass as video.
 _NON_VIDEO_BRANDS = frozenset({b"avif", b"heic", b"heix", b"mif1", b"msf1", b"M4A ", b"M4B "})
+_CAPTION_CHARS = 1000
+_TOO_LARGE = (
+    f"the source image is too large (the limit is {MAX_SOURCE_PIXELS // 1_000_000} megapixels)"
+)
 _NOT_AN_IMAGE = "the source is not an image Pillow can read (PNG, JPEG, WebP)"
 
 # Crisp shapes are drawn at this multiple of the output size and box-reduced, which is the
@@ -261,30 +265,41 @@ def _font(size: int) -> Font:
         return ImageFont.load_default()
 
 
+def _longest_fitting_prefix(text: str, font: Font, max_width: float) -> int:
+    lo, hi = 1, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if font.getlength(text[:mid]) <= max_width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _wrap(text: str, font: Font, max_width: float, max_lines: int) -> list[str]:
-    words = text.split()
+    # Prompts can be arbitrarily long; only what can possibly show in the band is measured.
+    clipped = len(text) > _CAPTION_CHARS
+    words = text[:_CAPTION_CHARS].split()
     lines: list[str] = []
     current = ""
     for word in words:
-        while font.getlength(word) > max_width and len(word) > 1:
-            # A single unbreakable run (a URL, CJK text) is hard-split rather than overflowing.
-            cut = len(word) - 1
-            while cut > 1 and font.getlength(word[:cut]) > max_width:
-                cut -= 1
-            if current:
-                lines.append(current)
-                current = ""
-            lines.append(word[:cut])
-            word = word[cut:]
         candidate = f"{current} {word}" if current else word
         if font.getlength(candidate) <= max_width:
             current = candidate
-        else:
+            continue
+        if current:
             lines.append(current)
-            current = word
+        # A single unbreakable run (a URL, CJK text) is hard-split rather than overflowing.
+        while len(lines) <= max_lines and len(word) > 1 and font.getlength(word) > max_width:
+            cut = _longest_fitting_prefix(word, font, max_width)
+            lines.append(word[:cut])
+            word = word[cut:]
+        current = word
+        if len(lines) > max_lines:
+            break
     if current:
         lines.append(current)
-    if len(lines) > max_lines:
+    if len(lines) > max_lines or clipped:
         lines = lines[:max_lines]
         last = lines[-1]
         while last and font.getlength(last + "…") > max_width:
@@ -379,8 +394,10 @@ def _encode_mp4(frames: Iterable[Image.Image], size: tuple[int, int], fps: int) 
     buf = io.BytesIO()
     try:
         with av.open(buf, mode="w", format="mp4") as container:
-            # One encoder thread: x264's frame threading makes the bytes depend on scheduling, and
-            # the caller's thread pool already provides the parallelism.
+            # One encoder thread: requests are already parallelised by the caller's thread pool,
+            # and x264's frame threads would make the bytes depend on scheduling. The bytes are
+            # still not guaranteed to repeat: x264's AVX-512 code paths made them vary with heap
+            # contents in testing (the pictures do repeat, within codec noise).
             options = {"preset": "veryfast", "crf": "26", "threads": "1"}
             stream = container.add_stream("libx264", rate=fps, options=options)
             stream.width, stream.height = size
@@ -464,19 +481,19 @@ def _decode_image(data: bytes) -> Image.Image:
         raise MediaError(_NOT_AN_IMAGE)
     try:
         opened = Image.open(io.BytesIO(data), formats=_SOURCE_FORMATS)
-        w, h = opened.size
         # Checked before load(): only the header has been parsed so far, so a bomb costs nothing.
-        if w * h > MAX_SOURCE_PIXELS:
-            raise MediaError(
-                f"the source image is too large ({w}x{h}); "
-                f"the limit is {MAX_SOURCE_PIXELS // 1_000_000} megapixels"
-            )
+        if opened.width * opened.height > MAX_SOURCE_PIXELS:
+            raise MediaError(_TOO_LARGE)
         opened.load()
         # Phone photos store rotation in EXIF; honouring it keeps the visible aspect ratio.
         image = ImageOps.exif_transpose(opened)
     except MediaError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own, higher limits trip inside open(); the warning only arrives as an
+        # exception where warnings are errors, otherwise our own check above catches the image.
+        raise MediaError(_TOO_LARGE) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise MediaError(_NOT_AN_IMAGE) from exc
     if image.width < 1 or image.height < 1:
         raise MediaError(_NOT_AN_IMAGE)
@@ -485,7 +502,7 @@ def _decode_image(data: bytes) -> Image.Image:
 
 def _flatten(image: Image.Image) -> Image.Image:
     """RGB for video: transparency is laid over a neutral dark grey rather than dropped."""
-    if image.mode == "RGB":
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
     rgba = image.convert("RGBA")
     base = Image.new("RGBA", rgba.size, (24, 24, 28, 255))
@@ -576,10 +593,13 @@ def upscale_image(image: bytes, *, factor: int = 2) -> bytes:
             f"the upscaled image would be {target[0]}x{target[1]}; "
             f"the limit is {MAX_OUTPUT_SIDE} px on a side"
         )
-    if source.mode not in ("RGB", "RGBA", "L", "LA"):
-        # Palette and 1-bit images cannot be Lanczos-resampled; CMYK and 16-bit cannot be PNG.
-        has_alpha = "A" in source.getbands() or "transparency" in source.info
-        source = source.convert("RGBA" if has_alpha else "RGB")
+    if "transparency" in source.info:
+        # A transparent colour key would not survive resampling (edge pixels blend into other
+        # colours), so it becomes a real alpha channel first.
+        source = source.convert("RGBA")
+    elif source.mode not in ("RGB", "RGBA", "L", "LA"):
+        # Palette and 1-bit images cannot be Lanczos-resampled; CMYK cannot be PNG.
+        source = source.convert("RGBA" if "A" in source.getbands() else "RGB")
     return _png(source.resize(target, Image.Resampling.LANCZOS))
 
 

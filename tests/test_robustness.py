@@ -1,0 +1,123 @@
+"""No input makes the server answer 500 or leave the envelope; URLs follow the settings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.api import auth, create_task, new_key, wait_done
+from tests.support.server import ServerProcess
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+field_names = st.sampled_from(["model", "input", "callback_url", "public", "prompt", "task_id"])
+input_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt": json_values,
+        "image_urls": json_values,
+        "task_id": json_values,
+    },
+)
+bodies = st.one_of(
+    json_values,
+    st.dictionaries(field_names, json_values, max_size=4),
+    st.fixed_dictionaries(
+        {"input": input_like},
+        optional={
+            "model": st.sampled_from(
+                [
+                    "grok-imagine/text-to-image",
+                    "grok-imagine/text-to-video",
+                    "grok-imagine/image-to-video",
+                    "grok-imagine/upscale",
+                    "other",
+                ]
+            ),
+            "callback_url": json_values,
+            "public": json_values,
+        },
+    ),
+)
+
+
+def assert_envelope(answer: httpx.Response) -> None:
+    assert answer.status_code < 500, answer.text
+    body = answer.json()
+    assert set(body) == {"code", "message", "data"}
+    assert body["code"] == answer.status_code
+    if answer.status_code != 200:
+        assert body["data"] is None
+        assert body["message"]
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=bodies)
+def test_any_generate_body_gets_an_envelope(server: ServerProcess, body: Any) -> None:
+    key = _fuzz_key(server)
+    answer = httpx.post(
+        f"{server.url}/api/generate", content=json.dumps(body), headers=auth(key), timeout=30
+    )
+    assert_envelope(answer)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(raw=st.binary(max_size=200), task_id=st.text(max_size=120))
+def test_any_status_request_gets_an_envelope(
+    server: ServerProcess, raw: bytes, task_id: str
+) -> None:
+    key = _fuzz_key(server)
+    assert_envelope(httpx.post(f"{server.url}/api/status", content=raw, headers=auth(key)))
+    assert_envelope(
+        httpx.get(f"{server.url}/api/status", params={"task_id": task_id}, headers=auth(key))
+    )
+
+
+_keys: dict[str, str] = {}
+
+
+def _fuzz_key(server: ServerProcess) -> str:
+    if server.url not in _keys:
+        _keys[server.url] = new_key(server.url, credits=10**9)["key"]
+    return _keys[server.url]
+
+
+def test_result_urls_are_built_on_the_public_url(make_server: Any) -> None:
+    server = make_server({"IMAGINE_PUBLIC_URL": "https://cdn.example.com/imagine/"})
+    key = new_key(server.url)["key"]
+    data = wait_done(server.url, key, create_task(server.url, key, {"input": {"prompt": "x"}}))
+    url = data["response"]["resultUrls"][0]
+    assert url.startswith("https://cdn.example.com/imagine/files/")
+    # The same file is served locally under /files/.
+    local = httpx.get(server.url + url.removeprefix("https://cdn.example.com/imagine"))
+    assert local.status_code == 200
+    assert local.headers["content-type"] == "image/png"
+
+
+def test_methods_and_paths_outside_the_api(server: ServerProcess) -> None:
+    for method, path, code in (
+        ("DELETE", "/api/generate", 405),
+        ("GET", "/api/generate", 405),
+        ("GET", "/api/nothing", 404),
+        ("GET", "/files/../imagine.db", 404),
+    ):
+        answer = httpx.request(method, server.url + path)
+        assert answer.status_code == code
+        assert_envelope(answer)
