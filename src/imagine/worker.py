@@ -17,7 +17,7 @@ import random
 import secrets
 import socket
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from imagine.clock import utc_now
 from imagine.providers.base import (
@@ -127,21 +127,13 @@ class Worker:
         self._running.discard(step)
         self._wake.set()
 
-    async def _claim(
-        self, limit: int, *, task_id: str | None = None, checked_before: datetime | None = None
-    ) -> list[TaskRow]:
+    async def _claim(self, limit: int) -> list[TaskRow]:
         now = utc_now()
-        async with self._db.write() as conn:
-            return await repo.claim(
-                conn,
-                worker_id=self.id,
-                now=now,
-                lease_until=now + self._lease,
-                limit=limit,
-                skip_locked=not self._db.is_sqlite,
-                task_id=task_id,
-                checked_before=checked_before,
+        return await self._db.write(
+            lambda tx: repo.claim_due(
+                tx, worker_id=self.id, now=now, lease_until=now + self._lease, limit=limit
             )
+        )
 
     # -- inline refresh from the status call -------------------------------------------
 
@@ -165,14 +157,21 @@ class Worker:
             return None
 
     async def _refresh_once(self, task_id: str) -> TaskRow | None:
-        claimed = await self._claim(
-            1, task_id=task_id, checked_before=utc_now() - self._refresh_interval
+        now = utc_now()
+        claimed = await self._db.write(
+            lambda tx: repo.claim_one(
+                tx,
+                task_id,
+                worker_id=self.id,
+                now=now,
+                lease_until=now + self._lease,
+                checked_before=now - self._refresh_interval,
+            )
         )
-        if not claimed:
+        if claimed is None:
             return None
-        await self._advance(claimed[0])
-        async with self._db.read() as conn:
-            return await repo.get_task(conn, task_id)
+        await self._advance(claimed)
+        return await self._db.read(lambda tx: repo.get_task(tx, task_id))
 
     # -- one step of one task ---------------------------------------------------------
 
@@ -242,8 +241,8 @@ class Worker:
     async def _job(self, task: TaskRow) -> Job:
         source = None
         if task.source_task_id is not None:
-            async with self._db.read() as conn:
-                found = await repo.get_task(conn, task.source_task_id)
+            source_id = task.source_task_id
+            found = await self._db.read(lambda tx: repo.get_task(tx, source_id))
             if found is not None:
                 source = SourceTask(
                     task_id=found.id,
@@ -272,17 +271,17 @@ class Worker:
         return values
 
     async def _update(self, task: TaskRow, **values: object) -> bool:
-        async with self._db.write() as conn:
-            stored = await repo.update_leased(conn, task.id, self.id, **values)
+        stored = await self._db.write(lambda tx: repo.update_leased(tx, task.id, self.id, **values))
         if not stored:
             logger.warning("task %s: lease lost or task already ended; step dropped", task.id)
         return stored
 
     async def _release(self, task: TaskRow) -> None:
-        async with self._db.write() as conn:
-            await repo.update_leased(
-                conn, task.id, self.id, lease_owner=None, lease_expires_at=None
+        await self._db.write(
+            lambda tx: repo.update_leased(
+                tx, task.id, self.id, lease_owner=None, lease_expires_at=None
             )
+        )
 
     async def _retry_later(self, task: TaskRow, error: ProviderError | None) -> None:
         attempts = task.attempts + 1

@@ -16,7 +16,7 @@ from imagine.services.keys import Caller, authenticate
 M = TypeVar("M", bound=BaseModel)
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -25,14 +25,16 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_caller(request: Request) -> Caller:
-    return await authenticate(get_runtime(request).db, request.headers.get("authorization"))
+    runtime: Runtime = request.app.state.runtime
+    return await authenticate(runtime.db, request.headers.get("authorization"))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 async def require_admin(request: Request) -> None:
-    token = get_runtime(request).settings.admin_token
+    runtime: Runtime = request.app.state.runtime
+    token = runtime.settings.admin_token
     if token is None:
         raise NotFound("the admin API is off: set IMAGINE_ADMIN_TOKEN to turn it on")
     scheme, _, given = (request.headers.get("authorization") or "").partition(" ")

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from imagine.errors import BadRequest, ImagineError, InvalidInput
+from imagine.store.db import DatabaseBusy
 
 logger = logging.getLogger("imagine.api")
 
@@ -112,4 +113,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, on_pydantic_validation)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(OperationalError, on_database_error)
+    app.add_exception_handler(DatabaseBusy, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)

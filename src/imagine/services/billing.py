@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imagine.errors import InsufficientCredits, InvalidInput, NotFound
 from imagine.store import accounts as repo
+from imagine.store.db import Tx
 
 
 async def debit_task(
-    conn: AsyncConnection, *, account_id: str, task_id: str, amount: int, model: str, now: datetime
+    tx: Tx, *, account_id: str, task_id: str, amount: int, model: str, now: datetime
 ) -> int:
-    balance = await repo.change_balance(conn, account_id=account_id, delta=-amount, now=now)
+    balance = await repo.change_balance(tx, account_id=account_id, delta=-amount, now=now)
     if balance is None:
-        current = await repo.get_balance(conn, account_id) or 0
+        current = await repo.get_balance(tx, account_id) or 0
         raise InsufficientCredits(
             f"insufficient credits: {model} costs {amount} and the balance is {current}; "
             "ask the operator for more credits"
         )
     await repo.insert_ledger(
-        conn,
+        tx,
         account_id=account_id,
         kind="debit",
         amount=-amount,
@@ -32,15 +31,13 @@ async def debit_task(
     return balance
 
 
-async def refund_task(
-    conn: AsyncConnection, *, account_id: str, task_id: str, amount: int, now: datetime
-) -> int:
-    balance = await repo.change_balance(conn, account_id=account_id, delta=amount, now=now)
+async def refund_task(tx: Tx, *, account_id: str, task_id: str, amount: int, now: datetime) -> int:
+    balance = await repo.change_balance(tx, account_id=account_id, delta=amount, now=now)
     if balance is None:
         raise NotFound(f"account {account_id} not found")
     # The (task_id, kind) unique constraint makes a second refund fail the transaction.
     await repo.insert_ledger(
-        conn,
+        tx,
         account_id=account_id,
         kind="refund",
         amount=amount,
@@ -51,20 +48,18 @@ async def refund_task(
     return balance
 
 
-async def grant(
-    conn: AsyncConnection, *, account_id: str, amount: int, note: str | None, now: datetime
-) -> int:
+async def grant(tx: Tx, *, account_id: str, amount: int, note: str | None, now: datetime) -> int:
     """Add credits (or take them back with a negative amount, never below zero)."""
     if amount == 0:
         raise InvalidInput("amount: must not be zero")
-    if not await repo.account_exists(conn, account_id):
+    if not await repo.account_exists(tx, account_id):
         raise NotFound(f"account {account_id} not found")
-    balance = await repo.change_balance(conn, account_id=account_id, delta=amount, now=now)
+    balance = await repo.change_balance(tx, account_id=account_id, delta=amount, now=now)
     if balance is None:
-        current = await repo.get_balance(conn, account_id) or 0
+        current = await repo.get_balance(tx, account_id) or 0
         raise InvalidInput(f"amount: the balance is {current}; it can't go below zero")
     await repo.insert_ledger(
-        conn,
+        tx,
         account_id=account_id,
         kind="grant" if amount > 0 else "adjustment",
         amount=amount,

@@ -18,7 +18,7 @@ from imagine.ids import (
 from imagine.services import billing
 from imagine.store import accounts as repo
 from imagine.store.accounts import KeyRow, LedgerRow
-from imagine.store.db import Database
+from imagine.store.db import Database, Tx
 
 DEV_KEY_NAME = "development"
 DEV_KEY_CREDITS = 1000
@@ -56,8 +56,8 @@ async def authenticate(db: Database, authorization: str | None) -> Caller:
         raise Unauthorized(
             "malformed Authorization header: use Authorization: Bearer <YOUR_API_KEY>"
         )
-    async with db.read() as conn:
-        found = await repo.find_active_key(conn, hash_api_key(token))
+    key_hash = hash_api_key(token)
+    found = await db.read(lambda tx: repo.find_active_key(tx, key_hash))
     if found is None:
         raise Unauthorized("invalid API key: it is unknown or was revoked")
     return Caller(key_id=found[0], account_id=found[1])
@@ -74,17 +74,18 @@ async def create_key(
         raise InvalidInput("credits: must be zero or more")
     raw = new_api_key()
     key_id = new_key_id()
-    now = utc_now()
-    async with db.write() as conn:
+    target = account_id or new_account_id()
+
+    async def create(tx: Tx) -> int:
+        now = utc_now()
         if account_id is None:
-            account_id = new_account_id()
-            await repo.insert_account(conn, account_id=account_id, name=name, now=now)
-        elif not await repo.account_exists(conn, account_id):
-            raise NotFound(f"account {account_id} not found")
+            await repo.insert_account(tx, account_id=target, name=name, now=now)
+        elif not await repo.account_exists(tx, target):
+            raise NotFound(f"account {target} not found")
         await repo.insert_key(
-            conn,
+            tx,
             key_id=key_id,
-            account_id=account_id,
+            account_id=target,
             name=name,
             key_hash=hash_api_key(raw),
             prefix=key_prefix(raw),
@@ -92,77 +93,75 @@ async def create_key(
         )
         if credits:
             await billing.grant(
-                conn, account_id=account_id, amount=credits, note="initial credits", now=now
+                tx, account_id=target, amount=credits, note="initial credits", now=now
             )
-        balance = await repo.get_balance(conn, account_id) or 0
-    return CreatedKey(key=raw, key_id=key_id, account_id=account_id, name=name, balance=balance)
+        return await repo.get_balance(tx, target) or 0
+
+    balance = await db.write(create)
+    return CreatedKey(key=raw, key_id=key_id, account_id=target, name=name, balance=balance)
 
 
 async def ensure_first_key(db: Database) -> CreatedKey | None:
     """On a new installation, a development key with some credits; None when one exists."""
-    async with db.read() as conn:
-        if await repo.count_accounts(conn):
-            return None
+    if await db.read(repo.count_accounts):
+        return None
     return await create_key(db, name=DEV_KEY_NAME, credits=DEV_KEY_CREDITS)
 
 
 async def list_keys(db: Database) -> list[KeyRow]:
-    async with db.read() as conn:
-        return await repo.list_keys(conn)
+    return await db.read(repo.list_keys)
 
 
 async def find_key(db: Database, ref: str) -> KeyRow:
     """A key by its id (`key_...`) or by the secret itself."""
-    async with db.read() as conn:
-        if ref.startswith(KEY_PREFIX):
-            found = await repo.find_key_by_hash(conn, hash_api_key(ref))
-        else:
-            found = await repo.get_key(conn, ref)
+    if ref.startswith(KEY_PREFIX):
+        key_hash = hash_api_key(ref)
+        found = await db.read(lambda tx: repo.find_key_by_hash(tx, key_hash))
+        shown = key_prefix(ref) + "…"
+    else:
+        found = await db.read(lambda tx: repo.get_key(tx, ref))
+        shown = ref
     if found is None:
-        raise NotFound(
-            f"key {ref if not ref.startswith(KEY_PREFIX) else key_prefix(ref) + '…'}"
-            " not found; `imagine keys list` shows the key ids"
-        )
+        raise NotFound(f"key {shown} not found; `imagine keys list` shows the key ids")
     return found
 
 
 async def revoke_key(db: Database, ref: str) -> KeyRow:
     key = await find_key(db, ref)
-    async with db.write() as conn:
-        await repo.revoke_key(conn, key.id, utc_now())
+    await db.write(lambda tx: repo.revoke_key(tx, key.id, utc_now()))
     return await find_key(db, key.id)
 
 
 async def resolve_account(db: Database, ref: str) -> str:
     """An account id from an account id, a key id or a key."""
     if ref.startswith("acc_"):
-        async with db.read() as conn:
-            if await repo.account_exists(conn, ref):
-                return ref
+        if await db.read(lambda tx: repo.account_exists(tx, ref)):
+            return ref
         raise NotFound(f"account {ref} not found; `imagine keys list` shows the accounts")
     return (await find_key(db, ref)).account_id
 
 
 async def grant_credits(db: Database, ref: str, amount: int, note: str | None) -> tuple[str, int]:
     account_id = await resolve_account(db, ref)
-    async with db.write() as conn:
-        balance = await billing.grant(
-            conn, account_id=account_id, amount=amount, note=note, now=utc_now()
-        )
+    balance = await db.write(
+        lambda tx: billing.grant(tx, account_id=account_id, amount=amount, note=note, now=utc_now())
+    )
     return account_id, balance
 
 
 async def account_credits(db: Database, ref: str, *, ledger_rows: int = 20) -> AccountCredits:
     account_id = await resolve_account(db, ref)
-    async with db.read() as conn:
-        balance = await repo.get_balance(conn, account_id) or 0
-        rows = await repo.recent_ledger(conn, account_id, ledger_rows)
-    return AccountCredits(account_id=account_id, balance=balance, ledger=rows)
+
+    async def read(tx: Tx) -> AccountCredits:
+        balance = await repo.get_balance(tx, account_id) or 0
+        rows = await repo.recent_ledger(tx, account_id, ledger_rows)
+        return AccountCredits(account_id=account_id, balance=balance, ledger=rows)
+
+    return await db.read(read)
 
 
 async def balance_of(db: Database, account_id: str) -> int:
-    async with db.read() as conn:
-        return await repo.get_balance(conn, account_id) or 0
+    return await db.read(lambda tx: repo.get_balance(tx, account_id)) or 0
 
 
 def key_view(key: KeyRow) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services import billing
 from imagine.services.keys import Caller
 from imagine.store import tasks as repo
-from imagine.store.db import Database
+from imagine.store.db import Database, Tx
 from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow
 
 
@@ -64,10 +64,11 @@ class TaskService:
         provider = self._router.route(spec.name)
 
         task_id = new_task_id()
-        now = utc_now()
-        async with self._db.write() as conn:
+
+        async def store(tx: Tx) -> None:
+            now = utc_now()
             await billing.debit_task(
-                conn,
+                tx,
                 account_id=caller.account_id,
                 task_id=task_id,
                 amount=spec.credits,
@@ -75,7 +76,7 @@ class TaskService:
                 now=now,
             )
             await repo.insert_task(
-                conn,
+                tx,
                 id=task_id,
                 account_id=caller.account_id,
                 api_key_id=caller.key_id,
@@ -94,12 +95,15 @@ class TaskService:
                 created_at=now,
                 updated_at=now,
             )
+
+        await self._db.write(store)
         self._on_created()
         return task_id
 
     async def get(self, caller: Caller, task_id: str) -> TaskRow:
-        async with self._db.read() as conn:
-            task = await repo.get_task(conn, task_id, account_id=caller.account_id)
+        task = await self._db.read(
+            lambda tx: repo.get_task(tx, task_id, account_id=caller.account_id)
+        )
         if task is None:
             # Another account's task answers exactly like a missing one.
             raise NotFound(f"task {task_id} not found")
@@ -115,8 +119,9 @@ class TaskService:
         return task
 
     async def _check_source(self, caller: Caller, spec: ModelSpec, source_id: str) -> str:
-        async with self._db.read() as conn:
-            source = await repo.get_task(conn, source_id, account_id=caller.account_id)
+        source = await self._db.read(
+            lambda tx: repo.get_task(tx, source_id, account_id=caller.account_id)
+        )
         if source is None:
             raise InvalidInput(f"input.task_id: no task {source_id} in this account")
         source_spec = catalog.get_model(source.model)
@@ -213,9 +218,9 @@ def status_data(task: TaskRow) -> dict[str, Any]:
 
 async def finish_success(db: Database, task: TaskRow, worker_id: str, urls: list[str]) -> bool:
     now = utc_now()
-    async with db.write() as conn:
-        return await repo.update_leased(
-            conn,
+    return await db.write(
+        lambda tx: repo.update_leased(
+            tx,
             task.id,
             worker_id,
             status=SUCCESS,
@@ -226,14 +231,16 @@ async def finish_success(db: Database, task: TaskRow, worker_id: str, urls: list
             lease_owner=None,
             lease_expires_at=None,
         )
+    )
 
 
 async def finish_failure(db: Database, task: TaskRow, worker_id: str, message: str) -> bool:
     """Fail the task and refund its credits, in one transaction; False if it already ended."""
     now = utc_now()
-    async with db.write() as conn:
+
+    async def fail(tx: Tx) -> bool:
         ended = await repo.update_leased(
-            conn,
+            tx,
             task.id,
             worker_id,
             status=FAILED,
@@ -246,6 +253,8 @@ async def finish_failure(db: Database, task: TaskRow, worker_id: str, message: s
         )
         if ended:
             await billing.refund_task(
-                conn, account_id=task.account_id, task_id=task.id, amount=task.credits, now=now
+                tx, account_id=task.account_id, task_id=task.id, amount=task.credits, now=now
             )
         return ended
+
+    return await db.write(fail)

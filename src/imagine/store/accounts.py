@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import bindparam, func, insert, select, update
 
+from imagine.store.db import Tx
+from imagine.store.query import Query
 from imagine.store.schema import accounts, api_keys, ledger
 
 
@@ -34,50 +34,122 @@ class LedgerRow:
     created_at: datetime
 
 
-async def insert_account(
-    conn: AsyncConnection, *, account_id: str, name: str, now: datetime
-) -> None:
-    await conn.execute(
-        insert(accounts).values(id=account_id, name=name, balance=0, created_at=now, updated_at=now)
+_insert_account = Query(
+    insert(accounts).values(
+        id=bindparam("account_id"),
+        name=bindparam("name"),
+        balance=0,
+        created_at=bindparam("now"),
+        updated_at=bindparam("now"),
     )
+)
+_count_accounts = Query(select(func.count()).select_from(accounts))
+_balance = Query(select(accounts.c.balance).where(accounts.c.id == bindparam("account_id")))
+# One conditional statement: concurrent debits are serialized by the database and each
+# sees the balance the previous one left, so none can overspend.
+_change_balance = Query(
+    update(accounts)
+    .where(
+        accounts.c.id == bindparam("account_id"),
+        accounts.c.balance + bindparam("delta") >= 0,
+    )
+    .values(balance=accounts.c.balance + bindparam("delta"), updated_at=bindparam("now"))
+    .returning(accounts.c.balance)
+)
+_insert_ledger = Query(
+    insert(ledger).values(
+        account_id=bindparam("account_id"),
+        kind=bindparam("kind"),
+        amount=bindparam("amount"),
+        balance_after=bindparam("balance_after"),
+        task_id=bindparam("task_id"),
+        note=bindparam("note"),
+        created_at=bindparam("now"),
+    )
+)
+_ledger_sum = Query(
+    select(func.coalesce(func.sum(ledger.c.amount), 0)).where(
+        ledger.c.account_id == bindparam("account_id")
+    )
+)
+_recent_ledger = Query(
+    select(
+        ledger.c.id,
+        ledger.c.kind,
+        ledger.c.amount,
+        ledger.c.balance_after,
+        ledger.c.task_id,
+        ledger.c.note,
+        ledger.c.created_at,
+    )
+    .where(ledger.c.account_id == bindparam("account_id"))
+    .order_by(ledger.c.id.desc())
+    .limit(bindparam("limit"))
+)
+_insert_key = Query(
+    insert(api_keys).values(
+        id=bindparam("key_id"),
+        account_id=bindparam("account_id"),
+        name=bindparam("name"),
+        key_hash=bindparam("key_hash"),
+        prefix=bindparam("prefix"),
+        created_at=bindparam("now"),
+    )
+)
+_active_key = Query(
+    select(api_keys.c.id, api_keys.c.account_id).where(
+        api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+    )
+)
+_keys = select(
+    api_keys.c.id,
+    api_keys.c.account_id,
+    api_keys.c.name,
+    api_keys.c.prefix,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+    accounts.c.balance,
+).join(accounts, accounts.c.id == api_keys.c.account_id)
+_key_by_id = Query(_keys.where(api_keys.c.id == bindparam("key_id")))
+_key_by_hash = Query(_keys.where(api_keys.c.key_hash == bindparam("key_hash")))
+_all_keys = Query(_keys.order_by(api_keys.c.created_at, api_keys.c.id))
+_revoke_key = Query(
+    update(api_keys)
+    .where(api_keys.c.id == bindparam("key_id"), api_keys.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("now"))
+)
 
 
-async def count_accounts(conn: AsyncConnection) -> int:
-    return int((await conn.execute(select(func.count()).select_from(accounts))).scalar_one())
+async def insert_account(tx: Tx, *, account_id: str, name: str, now: datetime) -> None:
+    await tx.run(_insert_account, {"account_id": account_id, "name": name, "now": now})
 
 
-async def account_exists(conn: AsyncConnection, account_id: str) -> bool:
-    found = await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))
-    return found.first() is not None
+async def count_accounts(tx: Tx) -> int:
+    row = await tx.one(_count_accounts)
+    assert row is not None
+    return int(next(iter(row.values())))
 
 
-async def get_balance(conn: AsyncConnection, account_id: str) -> int | None:
-    found = await conn.execute(select(accounts.c.balance).where(accounts.c.id == account_id))
-    value = found.scalar_one_or_none()
-    return None if value is None else int(value)
+async def get_balance(tx: Tx, account_id: str) -> int | None:
+    row = await tx.one(_balance, {"account_id": account_id})
+    return None if row is None else int(row["balance"])
 
 
-async def change_balance(
-    conn: AsyncConnection, *, account_id: str, delta: int, now: datetime
-) -> int | None:
-    """Add `delta` (may be negative) unless that would take the balance below zero.
+async def account_exists(tx: Tx, account_id: str) -> bool:
+    return await get_balance(tx, account_id) is not None
 
-    One conditional UPDATE, so concurrent debits can never overspend: the database
-    serializes them and each sees the balance the previous one left. Returns the new
-    balance, or None when the account is missing or can't cover the change.
+
+async def change_balance(tx: Tx, *, account_id: str, delta: int, now: datetime) -> int | None:
+    """Add `delta` (may be negative) unless the balance would go below zero.
+
+    Returns the new balance, or None when the account is missing or can't cover it.
     """
-    result = await conn.execute(
-        update(accounts)
-        .where(accounts.c.id == account_id, accounts.c.balance + delta >= 0)
-        .values(balance=accounts.c.balance + delta, updated_at=now)
-        .returning(accounts.c.balance)
-    )
-    value = result.scalar_one_or_none()
-    return None if value is None else int(value)
+    row = await tx.one(_change_balance, {"account_id": account_id, "delta": delta, "now": now})
+    return None if row is None else int(row["balance"])
 
 
 async def insert_ledger(
-    conn: AsyncConnection,
+    tx: Tx,
     *,
     account_id: str,
     kind: str,
@@ -87,121 +159,66 @@ async def insert_ledger(
     task_id: str | None = None,
     note: str | None = None,
 ) -> None:
-    await conn.execute(
-        insert(ledger).values(
-            account_id=account_id,
-            kind=kind,
-            amount=amount,
-            balance_after=balance_after,
-            task_id=task_id,
-            note=note,
-            created_at=now,
-        )
+    await tx.run(
+        _insert_ledger,
+        {
+            "account_id": account_id,
+            "kind": kind,
+            "amount": amount,
+            "balance_after": balance_after,
+            "task_id": task_id,
+            "note": note,
+            "now": now,
+        },
     )
 
 
-async def ledger_sum(conn: AsyncConnection, account_id: str) -> int:
-    total = await conn.execute(
-        select(func.coalesce(func.sum(ledger.c.amount), 0)).where(ledger.c.account_id == account_id)
-    )
-    return int(total.scalar_one())
+async def ledger_sum(tx: Tx, account_id: str) -> int:
+    row = await tx.one(_ledger_sum, {"account_id": account_id})
+    assert row is not None
+    return int(next(iter(row.values())))
 
 
-async def recent_ledger(conn: AsyncConnection, account_id: str, limit: int) -> list[LedgerRow]:
-    rows = await conn.execute(
-        select(
-            ledger.c.id,
-            ledger.c.kind,
-            ledger.c.amount,
-            ledger.c.balance_after,
-            ledger.c.task_id,
-            ledger.c.note,
-            ledger.c.created_at,
-        )
-        .where(ledger.c.account_id == account_id)
-        .order_by(ledger.c.id.desc())
-        .limit(limit)
-    )
-    return [LedgerRow(**row._mapping) for row in rows]
+async def recent_ledger(tx: Tx, account_id: str, limit: int) -> list[LedgerRow]:
+    rows = await tx.all(_recent_ledger, {"account_id": account_id, "limit": limit})
+    return [LedgerRow(**row) for row in rows]
 
 
 async def insert_key(
-    conn: AsyncConnection,
-    *,
-    key_id: str,
-    account_id: str,
-    name: str,
-    key_hash: str,
-    prefix: str,
-    now: datetime,
+    tx: Tx, *, key_id: str, account_id: str, name: str, key_hash: str, prefix: str, now: datetime
 ) -> None:
-    await conn.execute(
-        insert(api_keys).values(
-            id=key_id,
-            account_id=account_id,
-            name=name,
-            key_hash=key_hash,
-            prefix=prefix,
-            created_at=now,
-        )
+    await tx.run(
+        _insert_key,
+        {
+            "key_id": key_id,
+            "account_id": account_id,
+            "name": name,
+            "key_hash": key_hash,
+            "prefix": prefix,
+            "now": now,
+        },
     )
 
 
-_key_columns: tuple[Any, ...] = (
-    api_keys.c.id,
-    api_keys.c.account_id,
-    api_keys.c.name,
-    api_keys.c.prefix,
-    api_keys.c.created_at,
-    api_keys.c.revoked_at,
-    accounts.c.balance,
-)
-
-
-async def find_active_key(conn: AsyncConnection, key_hash: str) -> tuple[str, str] | None:
+async def find_active_key(tx: Tx, key_hash: str) -> tuple[str, str] | None:
     """(key id, account id) of an unrevoked key with this hash: the hot path of every call."""
-    found = await conn.execute(
-        select(api_keys.c.id, api_keys.c.account_id).where(
-            api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
-        )
-    )
-    row = found.first()
-    return None if row is None else (row[0], row[1])
+    row = await tx.one(_active_key, {"key_hash": key_hash})
+    return None if row is None else (row["id"], row["account_id"])
 
 
-async def get_key(conn: AsyncConnection, key_id: str) -> KeyRow | None:
-    found = await conn.execute(
-        select(*_key_columns)
-        .join(accounts, accounts.c.id == api_keys.c.account_id)
-        .where(api_keys.c.id == key_id)
-    )
-    row = found.first()
-    return None if row is None else KeyRow(**row._mapping)
+async def get_key(tx: Tx, key_id: str) -> KeyRow | None:
+    row = await tx.one(_key_by_id, {"key_id": key_id})
+    return None if row is None else KeyRow(**row)
 
 
-async def find_key_by_hash(conn: AsyncConnection, key_hash: str) -> KeyRow | None:
-    found = await conn.execute(
-        select(*_key_columns)
-        .join(accounts, accounts.c.id == api_keys.c.account_id)
-        .where(api_keys.c.key_hash == key_hash)
-    )
-    row = found.first()
-    return None if row is None else KeyRow(**row._mapping)
+async def find_key_by_hash(tx: Tx, key_hash: str) -> KeyRow | None:
+    row = await tx.one(_key_by_hash, {"key_hash": key_hash})
+    return None if row is None else KeyRow(**row)
 
 
-async def list_keys(conn: AsyncConnection) -> list[KeyRow]:
-    rows = await conn.execute(
-        select(*_key_columns)
-        .join(accounts, accounts.c.id == api_keys.c.account_id)
-        .order_by(api_keys.c.created_at, api_keys.c.id)
-    )
-    return [KeyRow(**row._mapping) for row in rows]
+async def list_keys(tx: Tx) -> list[KeyRow]:
+    return [KeyRow(**row) for row in await tx.all(_all_keys)]
 
 
-async def revoke_key(conn: AsyncConnection, key_id: str, now: datetime) -> bool:
-    result = await conn.execute(
-        update(api_keys)
-        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
-    return result.rowcount == 1
+async def revoke_key(tx: Tx, key_id: str, now: datetime) -> bool:
+    return await tx.run(_revoke_key, {"key_id": key_id, "now": now}) == 1

@@ -1,85 +1,312 @@
-"""The database handle: one engine per process, read and write connections.
+"""The database handle: jobs run inside a read or a write transaction on either engine.
 
-SQLite allows one writer at a time. Rather than letting concurrent requests collide and
-sleep in SQLite's busy handler, writes in a process queue on an asyncio lock and open
-with `BEGIN IMMEDIATE`; other processes sharing the file wait on `busy_timeout`.
-Reads run without an explicit transaction (WAL gives every statement a consistent view).
-PostgreSQL takes plain transactions and any number of writers.
+A job is `async def job(tx) -> T`: it runs statements through `tx` and nothing else.
+
+PostgreSQL: each job gets a connection from SQLAlchemy's async pool, inside a transaction.
+
+SQLite: the database is a local file and its statements take microseconds, so jobs run
+on the raw driver directly on the event loop; handing each statement to a thread (as an
+async driver must) would cost many times the statement itself. Writes are group
+committed: jobs queued while the loop is busy run in one `BEGIN IMMEDIATE` transaction,
+each inside its own savepoint (so one job's failure doesn't touch the others), and their
+callers are answered only after the COMMIT. The connection never waits on a lock held
+by another process (busy_timeout is 0): a busy database is retried with backoff
+without blocking the loop, and after `busy_wait` seconds the job fails with
+DatabaseBusy. Jobs must not await anything but `tx`; the runner enforces it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-_WRITE = "imagine_write"
+from imagine.store.query import Query, Row
+
+T = TypeVar("T")
+logger = logging.getLogger("imagine.store")
+
+
+class DatabaseBusy(Exception):
+    """The database stayed locked by another process for too long; retry later."""
+
+
+class Tx(Protocol):
+    async def one(self, query: Query, params: dict[str, Any] | None = None) -> Row | None: ...
+
+    async def all(self, query: Query, params: dict[str, Any] | None = None) -> list[Row]: ...
+
+    async def run(self, query: Query, params: dict[str, Any] | None = None) -> int:
+        """Execute; return the number of rows it changed."""
+        ...
+
+
+Job = Callable[[Tx], Coroutine[Any, Any, T]]
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, busy_wait: float = 30.0) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
+            # Used for migrations only; jobs run on `_SqliteRunner`.
             self.engine: AsyncEngine = create_async_engine(
-                self.url, connect_args={"timeout": 30, "check_same_thread": False}
+                self.url, connect_args={"timeout": busy_wait}
             )
-            _make_sqlite_behave(self.engine)
+            _migrations_take_the_write_lock(self.engine)
+            self._sqlite: _SqliteRunner | None = _SqliteRunner(
+                self.url.database or ":memory:", busy_wait=busy_wait
+            )
         else:
             self.engine = create_async_engine(
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+            self._sqlite = None
 
-    @property
-    def dialect(self) -> str:
-        return self.url.get_backend_name()
-
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A connection inside a transaction that commits when the block ends without error."""
-        lock = self._write_lock
-        if lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with lock, self.engine.connect() as conn:
-            await conn.execution_options(**{_WRITE: True})
-            async with conn.begin():
-                yield conn
-
-    @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self, job: Job[T]) -> T:
+        if self._sqlite is not None:
+            return await self._sqlite.read(job)
         async with self.engine.connect() as conn:
-            yield conn
+            return await job(_SaTx(conn))
+
+    async def write(self, job: Job[T]) -> T:
+        """Run `job` in a transaction; return its result once the transaction committed."""
+        if self._sqlite is not None:
+            return await self._sqlite.write(job)
+        async with self.engine.begin() as conn:
+            return await job(_SaTx(conn))
 
     async def dispose(self) -> None:
+        if self._sqlite is not None:
+            await self._sqlite.close()
         await self.engine.dispose()
 
 
-def _make_sqlite_behave(engine: AsyncEngine) -> None:
+class _SaTx:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def one(self, query: Query, params: dict[str, Any] | None = None) -> Row | None:
+        row = (await self._conn.execute(query.statement, params or {})).first()
+        return None if row is None else dict(row._mapping)
+
+    async def all(self, query: Query, params: dict[str, Any] | None = None) -> list[Row]:
+        result = await self._conn.execute(query.statement, params or {})
+        return [dict(row._mapping) for row in result]
+
+    async def run(self, query: Query, params: dict[str, Any] | None = None) -> int:
+        result = await self._conn.execute(query.statement, params or {})
+        return int(result.rowcount)
+
+
+class _SqliteTx:
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def one(self, query: Query, params: dict[str, Any] | None = None) -> Row | None:
+        compiled = query.sqlite()
+        cursor = self._conn.execute(compiled.sql, compiled.parameters(params or {}))
+        raw = cursor.fetchone()
+        cursor.close()
+        return None if raw is None else compiled.row(raw)
+
+    async def all(self, query: Query, params: dict[str, Any] | None = None) -> list[Row]:
+        compiled = query.sqlite()
+        cursor = self._conn.execute(compiled.sql, compiled.parameters(params or {}))
+        return [compiled.row(raw) for raw in cursor.fetchall()]
+
+    async def run(self, query: Query, params: dict[str, Any] | None = None) -> int:
+        compiled = query.sqlite()
+        cursor = self._conn.execute(compiled.sql, compiled.parameters(params or {}))
+        if compiled.columns:
+            cursor.fetchall()  # RETURNING rows must be read for the statement to finish
+        return cursor.rowcount
+
+
+def _finish(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a job's coroutine to its end without letting it suspend.
+
+    The connection is shared by every task on the loop: a job that yielded to the loop
+    mid-transaction would let others run statements inside it.
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a database job awaited something other than its transaction")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class _Pending:
+    __slots__ = ("future", "job")
+
+    def __init__(self, job: Job[Any], future: asyncio.Future[Any]) -> None:
+        self.job = job
+        self.future = future
+
+
+class _SqliteRunner:
+    def __init__(self, path: str, *, busy_wait: float) -> None:
+        self._path = path
+        self._busy_wait = busy_wait
+        self._conn: sqlite3.Connection | None = None
+        self._queue: list[_Pending] = []
+        self._scheduled = False
+        self._busy_since: float | None = None
+        self._busy_delay = 0.001
+        self._closed = False
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+            for pragma in (
+                "journal_mode=WAL",
+                "synchronous=NORMAL",
+                "foreign_keys=ON",
+                "busy_timeout=0",
+            ):
+                conn.execute(f"PRAGMA {pragma}")
+            self._conn = conn
+        return self._conn
+
+    async def read(self, job: Job[T]) -> T:
+        started = time.monotonic()
+        delay = 0.001
+        while True:
+            conn = self._connection()
+            try:
+                # One snapshot for the whole job, however many statements it runs.
+                conn.execute("BEGIN")
+                try:
+                    return _finish(job(_SqliteTx(conn)))
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if time.monotonic() - started > self._busy_wait:
+                    raise DatabaseBusy("the database is locked by another process") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def write(self, job: Job[T]) -> T:
+        if self._closed:
+            raise DatabaseBusy("the database is closing")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(job, future))
+        if not self._scheduled:
+            self._scheduled = True
+            # call_soon, not now: requests already runnable on the loop join this batch.
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._closed:
+            return
+        batch, self._queue = self._queue, []
+        batch = [item for item in batch if not item.future.done()]
+        if not batch:
+            return
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                for item in batch:
+                    item.future.set_exception(exc)
+                return
+            self._retry_later(batch)
+            return
+        self._busy_since = None
+        self._busy_delay = 0.001
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        try:
+            for item in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = _finish(item.job(_SqliteTx(conn)))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((item, None, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((item, result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            logger.error("a write batch failed to commit: %s", exc)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        for item, result, error in outcomes:
+            if item.future.done():
+                continue
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(result)
+
+    def _retry_later(self, batch: list[_Pending]) -> None:
+        now = time.monotonic()
+        if self._busy_since is None:
+            self._busy_since = now
+        if now - self._busy_since > self._busy_wait:
+            self._busy_since = None
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(
+                        DatabaseBusy("the database is locked by another process")
+                    )
+            return
+        self._queue[:0] = batch
+        self._scheduled = True
+        asyncio.get_running_loop().call_later(self._busy_delay, self._flush)
+        self._busy_delay = min(self._busy_delay * 2, 0.05)
+
+    async def close(self) -> None:
+        # Writes already queued get one last attempt; whatever can't commit now fails.
+        if self._queue:
+            self._flush()
+        self._closed = True
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(DatabaseBusy("the database is closing"))
+        self._queue = []
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _migrations_take_the_write_lock(engine: AsyncEngine) -> None:
+    """Processes starting together on one SQLite file migrate one after the other."""
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the sqlite3 module so BEGIN is ours to emit.
         dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=NORMAL",
-            "foreign_keys=ON",
-            "busy_timeout=30000",
-        ):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if conn.get_execution_options().get(_WRITE):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -24,7 +24,7 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 async def upgrade(db: Database) -> None:
-    async with db.write() as conn:
+    async with db.engine.begin() as conn:
         if not db.is_sqlite:
             # Many processes may start at once; one migrates, the rest wait and find it done.
             await conn.execute(text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"))

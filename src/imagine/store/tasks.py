@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import bindparam, insert, or_, select, update
 
+from imagine.store.db import Tx
+from imagine.store.query import Query
 from imagine.store.schema import tasks
+from imagine.store.types import UTCDateTime
 
 IN_PROGRESS = "IN_PROGRESS"
 SUCCESS = "SUCCESS"
@@ -50,74 +52,112 @@ class TaskRow:
     finished_at: datetime | None
 
 
-async def insert_task(conn: AsyncConnection, **values: Any) -> None:
-    await conn.execute(insert(tasks).values(**values))
+_insert = Query(insert(tasks).values({column.key: bindparam(column.key) for column in tasks.c}))
+_by_id = Query(select(tasks).where(tasks.c.id == bindparam("task_id")))
+_by_id_of_account = Query(
+    select(tasks).where(
+        tasks.c.id == bindparam("task_id"), tasks.c.account_id == bindparam("account_id")
+    )
+)
+
+_now = bindparam("now", type_=UTCDateTime)
+_unleased = or_(tasks.c.lease_expires_at.is_(None), tasks.c.lease_expires_at < _now)
 
 
-async def get_task(
-    conn: AsyncConnection, task_id: str, *, account_id: str | None = None
-) -> TaskRow | None:
-    query = select(tasks).where(tasks.c.id == task_id)
-    if account_id is not None:
-        query = query.where(tasks.c.account_id == account_id)
-    row = (await conn.execute(query)).first()
-    return None if row is None else TaskRow(**row._mapping)
+def _claim(candidates: Any) -> Query:
+    # One statement picks and leases; on PostgreSQL the pick skips rows other workers are
+    # claiming right now (SKIP LOCKED), so any number of workers share the queue.
+    chosen = candidates.limit(bindparam("limit")).with_for_update(skip_locked=True)
+    return Query(
+        update(tasks)
+        .where(tasks.c.id.in_(chosen.scalar_subquery()), tasks.c.status == IN_PROGRESS, _unleased)
+        .values(lease_owner=bindparam("worker_id"), lease_expires_at=bindparam("lease_until"))
+        .returning(*tasks.c)
+    )
 
 
-async def claim(
-    conn: AsyncConnection,
+_claim_due = _claim(
+    select(tasks.c.id)
+    .where(tasks.c.status == IN_PROGRESS, _unleased, tasks.c.next_check_at <= _now)
+    .order_by(tasks.c.next_check_at)
+)
+_claim_one = _claim(
+    select(tasks.c.id).where(
+        tasks.c.id == bindparam("task_id"),
+        tasks.c.status == IN_PROGRESS,
+        _unleased,
+        or_(
+            tasks.c.checked_at.is_(None),
+            tasks.c.checked_at <= bindparam("checked_before", type_=UTCDateTime),
+        ),
+    )
+)
+_updates: dict[tuple[str, ...], Query] = {}
+
+
+async def insert_task(tx: Tx, **values: Any) -> None:
+    row = {column.key: None for column in tasks.c} | values
+    await tx.run(_insert, row)
+
+
+async def get_task(tx: Tx, task_id: str, *, account_id: str | None = None) -> TaskRow | None:
+    if account_id is None:
+        row = await tx.one(_by_id, {"task_id": task_id})
+    else:
+        row = await tx.one(_by_id_of_account, {"task_id": task_id, "account_id": account_id})
+    return None if row is None else TaskRow(**row)
+
+
+async def claim_due(
+    tx: Tx, *, worker_id: str, now: datetime, lease_until: datetime, limit: int
+) -> list[TaskRow]:
+    """Lease up to `limit` due tasks nobody holds, the longest-waiting first."""
+    rows = await tx.all(
+        _claim_due,
+        {"worker_id": worker_id, "now": now, "lease_until": lease_until, "limit": limit},
+    )
+    return [TaskRow(**row) for row in rows]
+
+
+async def claim_one(
+    tx: Tx,
+    task_id: str,
     *,
     worker_id: str,
     now: datetime,
     lease_until: datetime,
-    limit: int,
-    skip_locked: bool,
-    task_id: str | None = None,
-    checked_before: datetime | None = None,
-) -> list[TaskRow]:
-    """Lease up to `limit` unfinished tasks nobody holds.
-
-    Without `task_id`: the due ones, oldest first (the worker). With `task_id`: that task,
-    due or not, if its provider was last asked before `checked_before` (an inline refresh).
-    """
-    free = or_(tasks.c.lease_expires_at.is_(None), tasks.c.lease_expires_at < now)
-    candidates = select(tasks.c.id).where(tasks.c.status == IN_PROGRESS, free)
-    if task_id is None:
-        candidates = candidates.where(tasks.c.next_check_at <= now).order_by(tasks.c.next_check_at)
-    else:
-        candidates = candidates.where(tasks.c.id == task_id)
-        if checked_before is not None:
-            candidates = candidates.where(
-                or_(tasks.c.checked_at.is_(None), tasks.c.checked_at <= checked_before)
-            )
-    candidates = candidates.limit(limit)
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
-    result = await conn.execute(
-        update(tasks)
-        .where(tasks.c.id.in_(candidates.scalar_subquery()), tasks.c.status == IN_PROGRESS, free)
-        .values(lease_owner=worker_id, lease_expires_at=lease_until)
-        .returning(*tasks.c)
+    checked_before: datetime,
+) -> TaskRow | None:
+    """Lease one unfinished task, due or not, unless its provider was asked after
+    `checked_before` or someone else holds it (the status call's inline refresh)."""
+    rows = await tx.all(
+        _claim_one,
+        {
+            "task_id": task_id,
+            "worker_id": worker_id,
+            "now": now,
+            "lease_until": lease_until,
+            "checked_before": checked_before,
+            "limit": 1,
+        },
     )
-    return [TaskRow(**row._mapping) for row in result]
+    return TaskRow(**rows[0]) if rows else None
 
 
-async def update_leased(conn: AsyncConnection, task_id: str, worker_id: str, **values: Any) -> bool:
+async def update_leased(tx: Tx, task_id: str, worker_id: str, **values: Any) -> bool:
     """Write to a task this worker still holds; False when the lease was lost or it ended."""
-    result = await conn.execute(
-        update(tasks)
-        .where(
-            tasks.c.id == task_id,
-            tasks.c.status == IN_PROGRESS,
-            tasks.c.lease_owner == worker_id,
+    names = tuple(sorted(values))
+    query = _updates.get(names)
+    if query is None:
+        query = Query(
+            update(tasks)
+            .where(
+                tasks.c.id == bindparam("_task_id"),
+                tasks.c.status == IN_PROGRESS,
+                tasks.c.lease_owner == bindparam("_worker_id"),
+            )
+            .values({name: bindparam(name) for name in names})
         )
-        .values(**values)
-    )
-    return result.rowcount == 1
-
-
-async def count_by_status(conn: AsyncConnection, account_id: str | None = None) -> dict[str, int]:
-    query = select(tasks.c.status, func.count()).group_by(tasks.c.status)
-    if account_id is not None:
-        query = query.where(tasks.c.account_id == account_id)
-    return {str(status): int(n) for status, n in await conn.execute(query)}
+        _updates[names] = query
+    changed = await tx.run(query, {"_task_id": task_id, "_worker_id": worker_id, **values})
+    return changed == 1
