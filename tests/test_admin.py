@@ -62,3 +62,14 @@ def test_bad_admin_input(server: ServerProcess) -> None:
         f"{server.url}/admin/credits/grant", json={"account": "acc_x", "amount": 0}, headers=admin
     )
     assert answer.status_code in (404, 422)
+
+
+def test_json_body_without_content_type(server: ServerProcess) -> None:
+    """Like the public API, the admin API reads JSON whatever the Content-Type says."""
+    answer = httpx.post(
+        f"{server.url}/admin/keys",
+        content=b'{"name": "curl-user", "credits": 3}',
+        headers={**auth(ADMIN_TOKEN), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["balance"] == 3

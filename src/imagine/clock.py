@@ -9,4 +9,5 @@ def utc_now() -> datetime:
 
 def iso_z(moment: datetime) -> str:
     """Render a timestamp the way the API document does: `2025-06-14T05:21:11Z`."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat is C-fast; strftime is several times slower, and this runs on every status.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"

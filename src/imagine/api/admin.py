@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from imagine.api.deps import RuntimeDep, require_admin
+from imagine.api.deps import RuntimeDep, json_body, openapi_body, require_admin
 from imagine.api.envelope import ok
 from imagine.services import keys
 
@@ -31,8 +31,10 @@ class CreditGrant(BaseModel):
     note: str | None = Field(default=None, max_length=500)
 
 
-@router.post("/keys", summary="Create a key (shown once)")
-async def create_key(body: KeyCreate, runtime: RuntimeDep) -> Response:
+@router.post("/keys", summary="Create a key (shown once)", openapi_extra=openapi_body(KeyCreate))
+async def create_key(request: Request, runtime: RuntimeDep) -> Response:
+    body = await json_body(request, KeyCreate)
+    assert body is not None
     created = await keys.create_key(
         runtime.db, name=body.name, credits=body.credits, account_id=body.account_id
     )
@@ -57,8 +59,14 @@ async def revoke_key(key_id: str, runtime: RuntimeDep) -> Response:
     return ok(keys.key_view(await keys.revoke_key(runtime.db, key_id)))
 
 
-@router.post("/credits/grant", summary="Grant (or take back) credits")
-async def grant_credits(body: CreditGrant, runtime: RuntimeDep) -> Response:
+@router.post(
+    "/credits/grant",
+    summary="Grant (or take back) credits",
+    openapi_extra=openapi_body(CreditGrant),
+)
+async def grant_credits(request: Request, runtime: RuntimeDep) -> Response:
+    body = await json_body(request, CreditGrant)
+    assert body is not None
     account_id, balance = await keys.grant_credits(runtime.db, body.account, body.amount, body.note)
     return ok({"account_id": account_id, "balance": balance})
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from imagine import __version__
 from imagine.api import admin, public
+from imagine.api.admin import CreditGrant, KeyCreate
 from imagine.api.envelope import install_error_handlers, ok
 from imagine.api.limits import BodySizeLimit
 from imagine.config import Settings
@@ -54,7 +55,7 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
 
     settings.files_dir.mkdir(parents=True, exist_ok=True)
     app.mount("/files", StaticFiles(directory=settings.files_dir), name="files")
-    _document_manual_bodies(app, [GenerateRequest, StatusRequest])
+    _document_manual_bodies(app, [GenerateRequest, StatusRequest, KeyCreate, CreditGrant])
     return app
 
 
@@ -69,7 +70,10 @@ def _document_manual_bodies(app: FastAPI, models: list[type[Any]]) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "API key"}
+            }
+            components = schema["components"].setdefault("schemas", {})
             for model in models:
                 found = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(found.pop("$defs", {}))

@@ -6,11 +6,11 @@ answers 500 with internals: unexpected exceptions are logged and answered generi
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -35,7 +35,7 @@ class EnvelopeResponse(Response):
 
 
 def _dump(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(payload)
 
 
 def ok(data: Any) -> Response:

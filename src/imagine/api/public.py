@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from imagine import catalog
-from imagine.api.deps import CallerDep, RuntimeDep, json_body, openapi_body
+from imagine.api.deps import (
+    BEARER,
+    RuntimeDep,
+    authenticated,
+    json_body,
+    openapi_body,
+    query_parameter,
+    query_value,
+)
 from imagine.api.envelope import ok
 from imagine.errors import InvalidInput
 from imagine.schemas import (
@@ -41,57 +49,72 @@ _errors: dict[int | str, dict[str, Any]] = {
     "/generate",
     response_model=Envelope[TaskCreated],
     responses={**_errors, 402: {"model": ErrorEnvelope, "description": "Not enough credits"}},
-    openapi_extra=openapi_body(GenerateRequest),
+    openapi_extra={**openapi_body(GenerateRequest), **BEARER},
     summary="Create a generation task",
 )
-async def generate(request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
+async def generate(request: Request) -> Response:
     """Debits the model's credits and stores the task; answers at once with its id."""
+    runtime, caller = await authenticated(request)
     body = await json_body(request, GenerateRequest)
     assert body is not None
     task_id = await runtime.tasks.create(caller, body)
     return ok({"task_id": task_id, "status": "IN_PROGRESS"})
 
 
+_task_id_query = query_parameter("task_id", "ID returned by /api/generate.")
+
+
 @router.get(
-    "/status", response_model=Envelope[TaskStatus], responses=_errors, summary="Task status"
+    "/status",
+    response_model=Envelope[TaskStatus],
+    responses=_errors,
+    openapi_extra={"parameters": [{**_task_id_query, "required": True}], **BEARER},
+    summary="Task status",
 )
-async def status_get(
-    runtime: RuntimeDep,
-    caller: CallerDep,
-    task_id: Annotated[str | None, Query(max_length=100)] = None,
-) -> Response:
+async def status_get(request: Request) -> Response:
     """The latest record of a task; one still in progress is refreshed from its provider."""
-    if not task_id:
+    runtime, caller = await authenticated(request)
+    task_id = _task_id(query_value(request, "task_id"))
+    if task_id is None:
         raise InvalidInput("task_id: required; send ?task_id=<id>")
-    task = await runtime.tasks.status(caller, task_id)
-    return ok(status_data(task))
+    return ok(status_data(await runtime.tasks.status(caller, task_id)))
 
 
 @router.post(
     "/status",
     response_model=Envelope[TaskStatus],
     responses=_errors,
-    openapi_extra=openapi_body(StatusRequest),
+    openapi_extra={**openapi_body(StatusRequest), "parameters": [_task_id_query], **BEARER},
     summary="Task status (JSON body)",
 )
-async def status_post(
-    request: Request,
-    runtime: RuntimeDep,
-    caller: CallerDep,
-    task_id: Annotated[str | None, Query(max_length=100)] = None,
-) -> Response:
+async def status_post(request: Request) -> Response:
     """As GET, with `{"task_id": ...}` in the body (or `?task_id=` in the query)."""
+    runtime, caller = await authenticated(request)
     body = await json_body(request, StatusRequest, optional=True)
-    chosen = body.task_id if body is not None else task_id
-    if not chosen:
+    task_id = body.task_id if body is not None else _task_id(query_value(request, "task_id"))
+    if task_id is None:
         raise InvalidInput('task_id: required; send {"task_id": "<id>"}')
-    task = await runtime.tasks.status(caller, chosen)
-    return ok(status_data(task))
+    return ok(status_data(await runtime.tasks.status(caller, task_id)))
 
 
-@router.get("/credits", response_model=Envelope[Credits], responses=_errors, tags=["account"])
-async def credits(runtime: RuntimeDep, caller: CallerDep) -> Response:
+def _task_id(given: str | None) -> str | None:
+    if not given:
+        return None
+    if len(given) > 100:
+        raise InvalidInput("task_id: String should have at most 100 characters")
+    return given
+
+
+@router.get(
+    "/credits",
+    response_model=Envelope[Credits],
+    responses=_errors,
+    tags=["account"],
+    openapi_extra=BEARER,
+)
+async def credits(request: Request) -> Response:
     """The caller's credit balance."""
+    runtime, caller = await authenticated(request)
     balance = await balance_of(runtime.db, caller.account_id)
     return ok({"account_id": caller.account_id, "balance": balance})
 

@@ -57,7 +57,7 @@ async def authenticate(db: Database, authorization: str | None) -> Caller:
             "malformed Authorization header: use Authorization: Bearer <YOUR_API_KEY>"
         )
     key_hash = hash_api_key(token)
-    found = await db.read(lambda tx: repo.find_active_key(tx, key_hash))
+    found = await db.read(lambda tx: repo.find_active_key(tx, key_hash), snapshot=False)
     if found is None:
         raise Unauthorized("invalid API key: it is unknown or was revoked")
     return Caller(key_id=found[0], account_id=found[1])

@@ -21,7 +21,7 @@ from imagine.services import billing
 from imagine.services.keys import Caller
 from imagine.store import tasks as repo
 from imagine.store.db import Database, Tx
-from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow
+from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow, TaskView
 
 
 class TaskService:
@@ -109,14 +109,18 @@ class TaskService:
             raise NotFound(f"task {task_id} not found")
         return task
 
-    async def status(self, caller: Caller, task_id: str) -> TaskRow:
+    async def status(self, caller: Caller, task_id: str) -> TaskView:
         """The task; while it is in progress, refreshed from its provider first (bounded)."""
-        task = await self.get(caller, task_id)
-        if task.status == IN_PROGRESS and self._refresh is not None:
-            refreshed = await self._refresh(task.id)
+        view = await self._db.read(
+            lambda tx: repo.get_view(tx, task_id, caller.account_id), snapshot=False
+        )
+        if view is None:
+            raise NotFound(f"task {task_id} not found")
+        if view.status == IN_PROGRESS and self._refresh is not None:
+            refreshed = await self._refresh(view.id)
             if refreshed is not None:
-                task = refreshed
-        return task
+                view = TaskView.of(refreshed)
+        return view
 
     async def _check_source(self, caller: Caller, spec: ModelSpec, source_id: str) -> str:
         source = await self._db.read(
@@ -202,7 +206,7 @@ def _without_secrets(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def status_data(task: TaskRow) -> dict[str, Any]:
+def status_data(task: TaskView) -> dict[str, Any]:
     """The `data` of a status answer, exactly the API document's fields (plus completed_at)."""
     return {
         "task_id": task.id,

@@ -70,9 +70,11 @@ class Database:
             )
             self._sqlite = None
 
-    async def read(self, job: Job[T]) -> T:
+    async def read(self, job: Job[T], *, snapshot: bool = True) -> T:
+        """Run `job` read-only. `snapshot=False` is for jobs of a single statement, which
+        sees a consistent database anyway; on SQLite it saves the BEGIN and COMMIT."""
         if self._sqlite is not None:
-            return await self._sqlite.read(job)
+            return await self._sqlite.read(job, snapshot=snapshot)
         async with self.engine.connect() as conn:
             return await job(_SaTx(conn))
 
@@ -185,12 +187,14 @@ class _SqliteRunner:
             self._conn = conn
         return self._conn
 
-    async def read(self, job: Job[T]) -> T:
+    async def read(self, job: Job[T], *, snapshot: bool) -> T:
         started = time.monotonic()
         delay = 0.001
         while True:
             conn = self._connection()
             try:
+                if not snapshot:
+                    return _finish(job(_SqliteTx(conn)))
                 # One snapshot for the whole job, however many statements it runs.
                 conn.execute("BEGIN")
                 try:

@@ -52,6 +52,32 @@ class TaskRow:
     finished_at: datetime | None
 
 
+@dataclass(slots=True)
+class TaskView:
+    """What the status call shows; read on its own because status is the hottest call."""
+
+    id: str
+    status: str
+    request: dict[str, Any]
+    result_urls: list[str] | None
+    refunded: bool
+    credits: int
+    error_message: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, task: TaskRow) -> TaskView:
+        return cls(**{name: getattr(task, name) for name in _VIEW_COLUMNS})
+
+
+_VIEW_COLUMNS = tuple(TaskView.__dataclass_fields__)
+_view_of_account = Query(
+    select(*(tasks.c[name] for name in _VIEW_COLUMNS)).where(
+        tasks.c.id == bindparam("task_id"), tasks.c.account_id == bindparam("account_id")
+    )
+)
+
 _insert = Query(insert(tasks).values({column.key: bindparam(column.key) for column in tasks.c}))
 _by_id = Query(select(tasks).where(tasks.c.id == bindparam("task_id")))
 _by_id_of_account = Query(
@@ -95,9 +121,11 @@ _claim_one = _claim(
 _updates: dict[tuple[str, ...], Query] = {}
 
 
+_EMPTY_ROW: dict[str, Any] = dict.fromkeys(column.key for column in tasks.c)
+
+
 async def insert_task(tx: Tx, **values: Any) -> None:
-    row = {column.key: None for column in tasks.c} | values
-    await tx.run(_insert, row)
+    await tx.run(_insert, _EMPTY_ROW | values)
 
 
 async def get_task(tx: Tx, task_id: str, *, account_id: str | None = None) -> TaskRow | None:
@@ -106,6 +134,11 @@ async def get_task(tx: Tx, task_id: str, *, account_id: str | None = None) -> Ta
     else:
         row = await tx.one(_by_id_of_account, {"task_id": task_id, "account_id": account_id})
     return None if row is None else TaskRow(**row)
+
+
+async def get_view(tx: Tx, task_id: str, account_id: str) -> TaskView | None:
+    row = await tx.one(_view_of_account, {"task_id": task_id, "account_id": account_id})
+    return None if row is None else TaskView(**row)
 
 
 async def claim_due(
