@@ -22,30 +22,35 @@ from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 Processor = Callable[[Any], Any]
 Row = dict[str, Any]
 
-_SQLITE = sqlite.dialect(paramstyle="named")
+_SQLITE = sqlite.dialect(paramstyle="qmark")
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledSqlite:
     sql: str
-    defaults: dict[str, Any]
-    """Values of the literal parameters the statement carries (already converted)."""
-    binds: dict[str, Processor]
-    """Converters for the named parameters that need one (timestamps, JSON)."""
+    slots: tuple[tuple[str, Processor | None, bool, Any], ...]
+    """Each positional parameter: its name, converter, whether the caller gives it, and
+    otherwise the literal value the statement carries (already converted)."""
     columns: tuple[str, ...]
     results: tuple[Processor | None, ...]
 
-    def parameters(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        values = dict(self.defaults)
-        binds = self.binds
-        for name, value in given.items():
-            convert = binds.get(name)
-            values[name] = convert(value) if convert is not None and value is not None else value
+    def parameters(self, given: Mapping[str, Any]) -> list[Any]:
+        # Positional binding: sqlite3 looks named parameters up one by one, which costs
+        # more than the conversions themselves on wide INSERTs.
+        values = []
+        for name, convert, required, literal in self.slots:
+            if required:
+                value = given[name]
+                values.append(
+                    convert(value) if convert is not None and value is not None else value
+                )
+            else:
+                values.append(literal)
         return values
 
     def row(self, raw: tuple[Any, ...]) -> Row:
         return {
-            name: convert(value) if convert is not None else value
+            name: convert(value) if convert is not None and value is not None else value
             for name, convert, value in zip(self.columns, self.results, raw, strict=True)
         }
 
@@ -87,23 +92,20 @@ def _compile_sqlite(statement: Executable) -> CompiledSqlite:
     assert isinstance(statement, ClauseElement)
     compiled = statement.compile(dialect=_SQLITE)
     assert isinstance(compiled, SQLCompiler)
-    binds: dict[str, Processor] = {}
-    defaults: dict[str, Any] = {}
-    for bind, name in compiled.bind_names.items():
+    assert compiled.positiontup is not None
+    slots = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
         convert = _bind(bind.type)
-        if bind.required:
-            if convert is not None:
-                binds[name] = convert
-        else:
+        literal = None
+        if not bind.required:
             value = bind.effective_value
-            defaults[name] = convert(value) if convert is not None and value is not None else value
+            literal = convert(value) if convert is not None and value is not None else value
+        slots.append((name, convert, bind.required, literal))
     exported: list[ColumnElement[Any]] = list(getattr(statement, "exported_columns", []))
     return CompiledSqlite(
         sql=str(compiled),
-        defaults=defaults,
-        binds=binds,
+        slots=tuple(slots),
         columns=tuple(str(column.key) for column in exported),
-        results=tuple(
-            column.type.dialect_impl(_SQLITE).result_processor(_SQLITE, None) for column in exported
-        ),
+        results=tuple(_result(column.type) for column in exported),
     )

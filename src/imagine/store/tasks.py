@@ -7,11 +7,13 @@ overwritten: the statement just matches no row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.sql import Executable
 
 from imagine.store.db import Tx
 from imagine.store.query import Query
@@ -78,7 +80,6 @@ _view_of_account = Query(
     )
 )
 
-_insert = Query(insert(tasks).values({column.key: bindparam(column.key) for column in tasks.c}))
 _by_id = Query(select(tasks).where(tasks.c.id == bindparam("task_id")))
 _by_id_of_account = Query(
     select(tasks).where(
@@ -121,11 +122,19 @@ _claim_one = _claim(
 _updates: dict[tuple[str, ...], Query] = {}
 
 
-_EMPTY_ROW: dict[str, Any] = dict.fromkeys(column.key for column in tasks.c)
+_inserts: dict[tuple[str, ...], Query] = {}
 
 
 async def insert_task(tx: Tx, **values: Any) -> None:
-    await tx.run(_insert, _EMPTY_ROW | values)
+    """Insert a task; columns not given are NULL."""
+    await tx.run(
+        _statement_for(
+            _inserts,
+            tuple(values),
+            lambda names: insert(tasks).values({name: bindparam(name) for name in names}),
+        ),
+        values,
+    )
 
 
 async def get_task(tx: Tx, task_id: str, *, account_id: str | None = None) -> TaskRow | None:
@@ -177,12 +186,24 @@ async def claim_one(
     return TaskRow(**rows[0]) if rows else None
 
 
+def _statement_for(
+    cache: dict[tuple[str, ...], Query],
+    names: tuple[str, ...],
+    build: Callable[[tuple[str, ...]], Executable],
+) -> Query:
+    """One compiled statement per set of columns written (a handful exist)."""
+    query = cache.get(names)
+    if query is None:
+        query = cache[names] = Query(build(names))
+    return query
+
+
 async def update_leased(tx: Tx, task_id: str, worker_id: str, **values: Any) -> bool:
     """Write to a task this worker still holds; False when the lease was lost or it ended."""
-    names = tuple(sorted(values))
-    query = _updates.get(names)
-    if query is None:
-        query = Query(
+    query = _statement_for(
+        _updates,
+        tuple(values),
+        lambda names: (
             update(tasks)
             .where(
                 tasks.c.id == bindparam("_task_id"),
@@ -190,7 +211,7 @@ async def update_leased(tx: Tx, task_id: str, worker_id: str, **values: Any) -> 
                 tasks.c.lease_owner == bindparam("_worker_id"),
             )
             .values({name: bindparam(name) for name in names})
-        )
-        _updates[names] = query
+        ),
+    )
     changed = await tx.run(query, {"_task_id": task_id, "_worker_id": worker_id, **values})
     return changed == 1
