@@ -151,3 +151,9 @@ def test_status_refreshes_from_the_provider_without_a_worker(tmp_path: Any) -> N
         task_id = create_task(server.url, key, text_to_image())
         data = wait_done(server.url, key, task_id, timeout=30)
         assert data["status"] == "SUCCESS"
+
+
+def test_bad_key_is_told_before_a_bad_task_id(server: ServerProcess) -> None:
+    for params in ({}, {"task_id": "t" * 101}, {"task_id": "tnothing"}):
+        answer = httpx.get(f"{server.url}/api/status", params=params, headers=auth("im_nope"))
+        assert answer.status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,6 +34,12 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
         runtime = Runtime(settings, public_url=public_url)
         app.state.runtime = runtime
         await runtime.start(run_worker=run_worker)
+        # Everything built so far lives as long as the process. Frozen, the cyclic GC stops
+        # re-scanning it on every full collection, and young collections run less often:
+        # measured, this took a third off the cost of POST /api/generate.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 20, 20)
         try:
             yield
         finally:

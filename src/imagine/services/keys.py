@@ -47,7 +47,8 @@ class AccountCredits:
     ledger: list[LedgerRow]
 
 
-async def authenticate(db: Database, authorization: str | None) -> Caller:
+def presented_key_hash(authorization: str | None) -> str:
+    """The hash of the key in an Authorization header; 401 when there is none."""
     if not authorization:
         raise Unauthorized("missing API key: send the header Authorization: Bearer <YOUR_API_KEY>")
     scheme, _, token = authorization.partition(" ")
@@ -56,10 +57,18 @@ async def authenticate(db: Database, authorization: str | None) -> Caller:
         raise Unauthorized(
             "malformed Authorization header: use Authorization: Bearer <YOUR_API_KEY>"
         )
-    key_hash = hash_api_key(token)
+    return hash_api_key(token)
+
+
+def invalid_key() -> Unauthorized:
+    return Unauthorized("invalid API key: it is unknown or was revoked")
+
+
+async def authenticate(db: Database, authorization: str | None) -> Caller:
+    key_hash = presented_key_hash(authorization)
     found = await db.read(lambda tx: repo.find_active_key(tx, key_hash), snapshot=False)
     if found is None:
-        raise Unauthorized("invalid API key: it is unknown or was revoked")
+        raise invalid_key()
     return Caller(key_id=found[0], account_id=found[1])
 
 

@@ -18,7 +18,7 @@ from imagine.netguard import refused_literal, url_problem
 from imagine.providers.registry import ProviderRouter
 from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services import billing
-from imagine.services.keys import Caller
+from imagine.services.keys import Caller, invalid_key
 from imagine.store import tasks as repo
 from imagine.store.db import Database, Tx
 from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow, TaskView
@@ -116,10 +116,25 @@ class TaskService:
         )
         if view is None:
             raise NotFound(f"task {task_id} not found")
+        return await self._refreshed(view)
+
+    async def status_for_key(self, key_hash: str, task_id: str) -> TaskView:
+        """As `status`, authenticating the key in the same statement (the polling path)."""
+        found = await self._db.read(
+            lambda tx: repo.get_view_for_key(tx, key_hash, task_id), snapshot=False
+        )
+        if found is None:
+            raise invalid_key()
+        view = found[2]
+        if view is None:
+            raise NotFound(f"task {task_id} not found")
+        return await self._refreshed(view)
+
+    async def _refreshed(self, view: TaskView) -> TaskView:
         if view.status == IN_PROGRESS and self._refresh is not None:
             refreshed = await self._refresh(view.id)
             if refreshed is not None:
-                view = TaskView.of(refreshed)
+                return TaskView.of(refreshed)
         return view
 
     async def _check_source(self, caller: Caller, spec: ModelSpec, source_id: str) -> str:

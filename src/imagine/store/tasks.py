@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.sql import Executable
 
 from imagine.store.db import Tx
 from imagine.store.query import Query
-from imagine.store.schema import tasks
+from imagine.store.schema import api_keys, tasks
 from imagine.store.types import UTCDateTime
 
 IN_PROGRESS = "IN_PROGRESS"
@@ -78,6 +78,22 @@ _view_of_account = Query(
     select(*(tasks.c[name] for name in _VIEW_COLUMNS)).where(
         tasks.c.id == bindparam("task_id"), tasks.c.account_id == bindparam("account_id")
     )
+)
+# The polling hot path in one statement: the key (unrevoked) and, if it is one of the
+# key's account's, the task. No row: an invalid key. A row without a task: not found.
+_view_for_key = Query(
+    select(
+        api_keys.c.id.label("_key_id"),
+        api_keys.c.account_id.label("_account_id"),
+        *(tasks.c[name] for name in _VIEW_COLUMNS),
+    )
+    .select_from(
+        api_keys.outerjoin(
+            tasks,
+            and_(tasks.c.id == bindparam("task_id"), tasks.c.account_id == api_keys.c.account_id),
+        )
+    )
+    .where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
 )
 
 _by_id = Query(select(tasks).where(tasks.c.id == bindparam("task_id")))
@@ -148,6 +164,17 @@ async def get_task(tx: Tx, task_id: str, *, account_id: str | None = None) -> Ta
 async def get_view(tx: Tx, task_id: str, account_id: str) -> TaskView | None:
     row = await tx.one(_view_of_account, {"task_id": task_id, "account_id": account_id})
     return None if row is None else TaskView(**row)
+
+
+async def get_view_for_key(
+    tx: Tx, key_hash: str, task_id: str
+) -> tuple[str, str, TaskView | None] | None:
+    """(key id, account id, the task if that account has it), or None for an invalid key."""
+    row = await tx.one(_view_for_key, {"key_hash": key_hash, "task_id": task_id})
+    if row is None:
+        return None
+    key_id, account_id = row.pop("_key_id"), row.pop("_account_id")
+    return key_id, account_id, None if row["id"] is None else TaskView(**row)
 
 
 async def claim_due(
