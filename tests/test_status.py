@@ -157,3 +157,21 @@ def test_bad_key_is_told_before_a_bad_task_id(server: ServerProcess) -> None:
     for params in ({}, {"task_id": "t" * 101}, {"task_id": "tnothing"}):
         answer = httpx.get(f"{server.url}/api/status", params=params, headers=auth("im_nope"))
         assert answer.status_code == 401
+
+
+def test_finished_answers_stay_exact_and_guarded(server: ServerProcess) -> None:
+    """Repeated polls of a finished task answer the same, and every poll still checks the
+    key: another account's key gets 404 and a revoked key gets 401."""
+    created = new_key(server.url)
+    key = created["key"]
+    task_id = create_task(server.url, key, text_to_image())
+    first = wait_done(server.url, key, task_id)
+    for _ in range(3):
+        assert status(server.url, key, task_id).json()["data"] == first
+    other = new_key(server.url)["key"]
+    assert status(server.url, other, task_id).status_code == 404
+    revoked = httpx.post(
+        f"{server.url}/admin/keys/{created['key_id']}/revoke", headers=auth("test-admin-token")
+    )
+    assert revoked.status_code == 200
+    assert status(server.url, key, task_id).status_code == 401

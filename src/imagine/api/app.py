@@ -39,7 +39,7 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
         # measured, this took a third off the cost of POST /api/generate.
         gc.collect()
         gc.freeze()
-        gc.set_threshold(10_000, 20, 20)
+        gc.set_threshold(50_000, 20, 20)
         try:
             yield
         finally:

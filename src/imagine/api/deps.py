@@ -79,7 +79,8 @@ def query_value(request: Request, name: str) -> str | None:
     prefix = name.encode() + b"="
     for part in raw.split(b"&"):
         if part.startswith(prefix):
-            return unquote_plus(part[len(prefix) :].decode("latin-1"))
+            value = part[len(prefix) :].decode("latin-1")
+            return unquote_plus(value) if "%" in value or "+" in value else value
     return None
 
 

@@ -83,7 +83,7 @@ async def status_get(request: Request) -> Response:
         await authenticated(request)  # an invalid key is told so before a bad task_id
         _task_id(given)
         raise InvalidInput("task_id: required; send ?task_id=<id>")
-    return ok(status_data(await runtime.tasks.status_for_key(key_hash, given)))
+    return ok(await runtime.tasks.status_data_for_key(key_hash, given))
 
 
 @router.post(

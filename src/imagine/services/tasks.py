@@ -19,9 +19,13 @@ from imagine.providers.registry import ProviderRouter
 from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services import billing
 from imagine.services.keys import Caller, invalid_key
+from imagine.store import accounts as accounts_repo
 from imagine.store import tasks as repo
 from imagine.store.db import Database, Tx
 from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow, TaskView
+
+FINISHED_CACHE_SIZE = 20_000
+"""Status answers of finished tasks kept in memory (a few MB at most)."""
 
 
 class TaskService:
@@ -43,6 +47,7 @@ class TaskService:
         self._on_created = on_created
         self._refresh = refresh
         self._is_own_url = is_own_url
+        self._finished: dict[str, tuple[str, dict[str, Any]]] = {}
 
     async def create(self, caller: Caller, request: GenerateRequest) -> str:
         """Validate, debit and store a task in one transaction; return its id."""
@@ -118,8 +123,23 @@ class TaskService:
             raise NotFound(f"task {task_id} not found")
         return await self._refreshed(view)
 
-    async def status_for_key(self, key_hash: str, task_id: str) -> TaskView:
-        """As `status`, authenticating the key in the same statement (the polling path)."""
+    async def status_data_for_key(self, key_hash: str, task_id: str) -> dict[str, Any]:
+        """The status answer's data, authenticating the key in the same statement.
+
+        This is what polling clients call in loops. A finished task's answer never changes
+        (SUCCESS and FAILED are final), so it is kept in a bounded cache; the key is still
+        checked against the database on every call, so a revoked key is refused at once.
+        """
+        cached = self._finished.get(task_id)
+        if cached is not None:
+            found_key = await self._db.read(
+                lambda tx: accounts_repo.find_active_key(tx, key_hash), snapshot=False
+            )
+            if found_key is None:
+                raise invalid_key()
+            if found_key[1] != cached[0]:
+                raise NotFound(f"task {task_id} not found")
+            return cached[1]
         found = await self._db.read(
             lambda tx: repo.get_view_for_key(tx, key_hash, task_id), snapshot=False
         )
@@ -128,7 +148,17 @@ class TaskService:
         view = found[2]
         if view is None:
             raise NotFound(f"task {task_id} not found")
-        return await self._refreshed(view)
+        view = await self._refreshed(view)
+        data = status_data(view)
+        if view.status != IN_PROGRESS:
+            self._remember_finished(task_id, found[1], data)
+        return data
+
+    def _remember_finished(self, task_id: str, account_id: str, data: dict[str, Any]) -> None:
+        finished = self._finished
+        if len(finished) >= FINISHED_CACHE_SIZE:
+            del finished[next(iter(finished))]  # the oldest entry
+        finished[task_id] = (account_id, data)
 
     async def _refreshed(self, view: TaskView) -> TaskView:
         if view.status == IN_PROGRESS and self._refresh is not None:

@@ -32,7 +32,8 @@ class CompiledSqlite:
     """Each positional parameter: its name, converter, whether the caller gives it, and
     otherwise the literal value the statement carries (already converted)."""
     columns: tuple[str, ...]
-    results: tuple[Processor | None, ...]
+    converters: tuple[tuple[str, Processor], ...]
+    """The result columns that need converting (timestamps, JSON, booleans)."""
 
     def parameters(self, given: Mapping[str, Any]) -> list[Any]:
         # Positional binding: sqlite3 looks named parameters up one by one, which costs
@@ -49,10 +50,12 @@ class CompiledSqlite:
         return values
 
     def row(self, raw: tuple[Any, ...]) -> Row:
-        return {
-            name: convert(value) if convert is not None and value is not None else value
-            for name, convert, value in zip(self.columns, self.results, raw, strict=True)
-        }
+        row = dict(zip(self.columns, raw, strict=True))
+        for name, convert in self.converters:
+            value = row[name]
+            if value is not None:
+                row[name] = convert(value)
+        return row
 
 
 class Query:
@@ -103,9 +106,14 @@ def _compile_sqlite(statement: Executable) -> CompiledSqlite:
             literal = convert(value) if convert is not None and value is not None else value
         slots.append((name, convert, bind.required, literal))
     exported: list[ColumnElement[Any]] = list(getattr(statement, "exported_columns", []))
+    converters = []
+    for column in exported:
+        convert = _result(column.type)
+        if convert is not None:
+            converters.append((str(column.key), convert))
     return CompiledSqlite(
         sql=str(compiled),
         slots=tuple(slots),
         columns=tuple(str(column.key) for column in exported),
-        results=tuple(_result(column.type) for column in exported),
+        converters=tuple(converters),
     )
