@@ -105,21 +105,13 @@ class TaskService:
         self._on_created()
         return task_id
 
-    async def get(self, caller: Caller, task_id: str) -> TaskRow:
-        task = await self._db.read(
-            lambda tx: repo.get_task(tx, task_id, account_id=caller.account_id)
-        )
-        if task is None:
-            # Another account's task answers exactly like a missing one.
-            raise NotFound(f"task {task_id} not found")
-        return task
-
     async def status(self, caller: Caller, task_id: str) -> TaskView:
         """The task; while it is in progress, refreshed from its provider first (bounded)."""
         view = await self._db.read(
             lambda tx: repo.get_view(tx, task_id, caller.account_id), snapshot=False
         )
         if view is None:
+            # Another account's task answers exactly like a missing one.
             raise NotFound(f"task {task_id} not found")
         return await self._refreshed(view)
 

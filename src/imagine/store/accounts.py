@@ -67,11 +67,6 @@ _insert_ledger = Query(
         created_at=bindparam("now"),
     )
 )
-_ledger_sum = Query(
-    select(func.coalesce(func.sum(ledger.c.amount), 0)).where(
-        ledger.c.account_id == bindparam("account_id")
-    )
-)
 _recent_ledger = Query(
     select(
         ledger.c.id,
@@ -171,12 +166,6 @@ async def insert_ledger(
             "now": now,
         },
     )
-
-
-async def ledger_sum(tx: Tx, account_id: str) -> int:
-    row = await tx.one(_ledger_sum, {"account_id": account_id})
-    assert row is not None
-    return int(next(iter(row.values())))
 
 
 async def recent_ledger(tx: Tx, account_id: str, limit: int) -> list[LedgerRow]:
