@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +19,7 @@ from imagine import __version__
 from imagine.clock import iso_z
 from imagine.config import Settings, SettingsError, load_settings
 from imagine.errors import ImagineError
+from imagine.providers.registry import ProviderRouter
 from imagine.services import keys as key_service
 from imagine.services.keys import CreatedKey
 from imagine.store.db import Database
@@ -33,7 +35,9 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 credits_app = typer.Typer(help="Grant and show credits.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+providers_app = typer.Typer(help="Upstream providers.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(providers_app, name="providers")
 app.add_typer(credits_app, name="credits")
 app.add_typer(db_app, name="db")
 
@@ -78,6 +82,40 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
+def _with_providers(
+    settings: Settings, public_url: str, work: Callable[[ProviderRouter], Awaitable[T]]
+) -> T:
+    """Build the configured providers (exit 2 with one line if they can't run) and use them."""
+    from imagine.fetch import Fetcher
+    from imagine.runtime import providers_for
+    from imagine.storage import LocalStorage
+
+    async def run() -> T:
+        async with httpx.AsyncClient() as http:
+            fetcher = Fetcher(
+                LocalStorage(settings.files_dir, public_url),
+                http,
+                allow_private=settings.allow_private_urls,
+                max_source_bytes=settings.max_download_bytes,
+                max_result_bytes=settings.max_result_bytes,
+            )
+            router = providers_for(settings, public_url, fetcher)
+            try:
+                return await work(router)
+            finally:
+                await router.aclose()
+
+    try:
+        return asyncio.run(run())
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+async def _nothing(router: ProviderRouter) -> None:
+    return None
+
+
 def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2))
 
@@ -113,6 +151,7 @@ def serve(
     settings = _settings(data_dir=data_dir, public_url=public_url)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = settings.public_url or f"http://{shown_host}:{port}"
+    _with_providers(settings, base, _nothing)
     first_key = _with_db(settings, key_service.ensure_first_key)
     _welcome(settings, base, f"http://{shown_host}:{port}", first_key, worker)
     uvicorn.run(
@@ -177,9 +216,11 @@ def worker(data_dir: DataDir = None) -> None:
 
     settings = _settings(data_dir=data_dir)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    public_url = settings.public_url or "http://127.0.0.1:8000"
+    _with_providers(settings, public_url, _nothing)
 
     async def run() -> None:
-        runtime = Runtime(settings, public_url=settings.public_url or "http://127.0.0.1:8000")
+        runtime = Runtime(settings, public_url=public_url)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -325,3 +366,32 @@ def db_upgrade(data_dir: DataDir = None) -> None:
 
 def main() -> None:
     app()
+
+
+@providers_app.command("check")
+def providers_check(data_dir: DataDir = None, as_json: JsonFlag = False) -> None:
+    """Ask each configured provider now: reachable, credentials accepted, upstream balance.
+    Exits 1 when one is not usable."""
+    from imagine.services.providers import provider_report
+
+    settings = _settings(data_dir=data_dir)
+    report = _with_providers(
+        settings, settings.public_url or "http://127.0.0.1:8000", provider_report
+    )
+    if as_json:
+        _print_json(report)
+    else:
+        table = Table("provider", "engine", "ok", "detail", "balance", "latency", "routed models")
+        for row in report:
+            table.add_row(
+                row["name"],
+                row["engine"],
+                "[green]yes[/green]" if row["ok"] else "[red]no[/red]",
+                row["detail"],
+                "" if row["balance"] is None else f"{row['balance']:g}",
+                "" if row["latency_ms"] is None else f"{row['latency_ms']:.0f} ms",
+                ", ".join(model.removeprefix("grok-imagine/") for model in row["routed_models"]),
+            )
+        console.print(table)
+    if not all(row["ok"] for row in report):
+        raise typer.Exit(1)

@@ -2,13 +2,74 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-ProviderName = Literal["preview"]
+from imagine import catalog
+
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*s?\s*$")
+
+
+def parse_routes(value: Any) -> dict[str, tuple[str, ...]]:
+    """`IMAGINE_ROUTES`: per model, the providers to try in order.
+
+    Either `text-to-video=kie,xai; upscale=kie` (model names with or without the
+    `grok-imagine/` prefix) or the same as a JSON object of lists.
+    """
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg})") from None
+        else:
+            value = {}
+            for entry in filter(None, (part.strip() for part in re.split(r"[;\n]", text))):
+                model, equals, names = entry.partition("=")
+                if not equals:
+                    raise ValueError(f"{entry!r} is not model=provider[,provider...]")
+                value[model.strip()] = names.split(",")
+    if not isinstance(value, dict):
+        raise ValueError("give model=provider[,provider...] entries separated by ;")
+    table: dict[str, tuple[str, ...]] = {}
+    for model, names in value.items():
+        full = model if model in catalog.MODELS else f"grok-imagine/{model}"
+        if full not in catalog.MODELS:
+            raise ValueError(f"unknown model {model!r}; use one of " + ", ".join(catalog.MODELS))
+        listed = [names] if isinstance(names, str) else list(names)
+        chosen = tuple(str(name).strip() for name in listed if str(name).strip())
+        if not chosen:
+            raise ValueError(f"{model}: name at least one provider")
+        for name in chosen:
+            if not _PROVIDER_NAME.match(name):
+                raise ValueError(f"{model}: {name!r} is not a provider name")
+        table[full] = chosen
+    return table
+
+
+def parse_rate(value: Any) -> tuple[int, float]:
+    """`20/10s` (20 calls per 10 seconds), `10/s` or `10/1`; returns (calls, seconds)."""
+    if isinstance(value, tuple):
+        return value
+    match = _RATE.match(str(value))
+    if match is None:
+        raise ValueError("write the rate as CALLS/SECONDS, for example 20/10s or 10/s")
+    calls, seconds = int(match.group(1)), float(match.group(2) or 1)
+    if calls < 1 or seconds <= 0:
+        raise ValueError("the rate needs at least 1 call per a positive number of seconds")
+    return calls, seconds
+
+
+Rate = Annotated[tuple[int, float], NoDecode, BeforeValidator(parse_rate)]
 
 
 class Settings(BaseSettings):
@@ -33,7 +94,26 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the /admin API; the admin API is off when unset."
     )
-    provider: ProviderName = Field(default="preview", description="Provider serving every model.")
+    provider: str = Field(
+        default="preview",
+        description="Provider serving every model without a route: preview, kie or xai.",
+    )
+    routes: Annotated[dict[str, tuple[str, ...]], NoDecode, BeforeValidator(parse_routes)] = Field(
+        default_factory=dict,
+        description="Per-model providers in failover order, e.g. "
+        "text-to-video=kie,xai;upscale=kie.",
+    )
+    failover_after: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Failed tries (429, 5xx, timeouts) on one route before the next is tried.",
+    )
+    max_result_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1024,
+        description="Largest result the server copies from an upstream provider.",
+    )
     preview_delay: float = Field(
         default=1.0, ge=0, le=3600, description="Seconds the preview engine takes per task."
     )
@@ -72,6 +152,13 @@ class Settings(BaseSettings):
         description="Let the server fetch URLs on private, loopback or link-local addresses.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("provider")
+    @classmethod
+    def _provider_is_a_name(cls, value: str) -> str:
+        if not _PROVIDER_NAME.match(value):
+            raise ValueError("use preview, kie or xai")
+        return value
 
     @field_validator("admin_token")
     @classmethod
@@ -116,12 +203,22 @@ class SettingsError(Exception):
     """Settings that can't run; the message is one line naming the variable."""
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment plus explicit overrides (flags), or say what's wrong."""
+SectionT = TypeVar("SectionT", bound=BaseSettings)
+
+
+def load_section(section: type[SectionT], **overrides: object) -> SectionT:
+    """Build one settings class from the environment, or raise a one-line SettingsError."""
     clean = {key: value for key, value in overrides.items() if value is not None}
     try:
-        return Settings(**clean)  # type: ignore[arg-type]
+        return section(**clean)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
-        raise SettingsError(f"invalid setting IMAGINE_{field.upper()}: {first['msg']}") from None
+        prefix = section.model_config.get("env_prefix") or ""
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting {prefix}{field.upper()}: {message}") from None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides (flags), or say what's wrong."""
+    return load_section(Settings, **overrides)

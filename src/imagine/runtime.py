@@ -6,14 +6,34 @@ import httpx
 
 from imagine import __version__
 from imagine.config import Settings
-from imagine.providers.preview import PreviewProvider
-from imagine.providers.registry import ProviderRouter
+from imagine.fetch import Fetcher
+from imagine.providers.base import ProviderContext
+from imagine.providers.registry import ProviderRouter, build_router
 from imagine.services.tasks import TaskService
-from imagine.sources import SourceFetcher
 from imagine.storage import LocalStorage
 from imagine.store.db import Database
 from imagine.store.migrate import upgrade
 from imagine.worker import Worker
+
+USER_AGENT = f"imagine/{__version__}"
+
+
+def callback_url(public_url: str, provider: str, task_id: str, token: str) -> str:
+    return f"{public_url.rstrip('/')}/callbacks/{provider}/{task_id}/{token}"
+
+
+def providers_for(settings: Settings, public_url: str, fetcher: Fetcher) -> ProviderRouter:
+    """The configured providers; raises SettingsError (one line) when they can't run."""
+    context = ProviderContext(
+        settings=settings,
+        load_source=fetcher.source_image,
+        is_own_url=fetcher.is_own_url,
+        callback_url=lambda provider, task_id, token: callback_url(
+            public_url, provider, task_id, token
+        ),
+        user_agent=USER_AGENT,
+    )
+    return build_router(settings, context)
 
 
 class Runtime:
@@ -24,24 +44,23 @@ class Runtime:
         self.db = Database(settings.resolved_database_url)
         self.storage = LocalStorage(settings.files_dir, public_url)
         self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(15.0, connect=5.0),
-            headers={"user-agent": f"imagine/{__version__}"},
+            timeout=httpx.Timeout(15.0, connect=5.0), headers={"user-agent": USER_AGENT}
         )
-        fetch_source = SourceFetcher(
+        self.fetcher = Fetcher(
             self.storage,
             self.http,
             allow_private=settings.allow_private_urls,
-            max_bytes=settings.max_download_bytes,
+            max_source_bytes=settings.max_download_bytes,
+            max_result_bytes=settings.max_result_bytes,
         )
-        self.router = ProviderRouter(
-            [PreviewProvider(delay=settings.preview_delay, load_source=fetch_source)],
-            default=settings.provider,
-        )
+        self.router = providers_for(settings, public_url, self.fetcher)
         self.worker = Worker(
             self.db,
             self.router,
             self.storage,
+            self.fetcher,
             concurrency=settings.worker_concurrency,
+            failover_after=settings.failover_after,
             poll_interval=settings.worker_poll_interval,
             lease_seconds=settings.lease_seconds,
             refresh_timeout=settings.status_refresh_timeout,
@@ -54,7 +73,7 @@ class Runtime:
             allow_private_urls=settings.allow_private_urls,
             on_created=self.worker.wake,
             refresh=self.worker.refresh,
-            is_own_url=lambda url: self.storage.local_path(url) is not None,
+            is_own_url=self.fetcher.is_own_url,
         )
 
     async def start(self, *, run_worker: bool) -> None:

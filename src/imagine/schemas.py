@@ -37,6 +37,24 @@ class GenerateInput(_Strict):
         max_length=100,
         description="An earlier image task of this account (upscale; or image-to-video).",
     )
+    aspect_ratio: str | None = Field(
+        default=None,
+        max_length=16,
+        description="2:3, 3:2, 1:1, 16:9 or 9:16 (text-to-image, text-to-video).",
+    )
+    mode: str | None = Field(
+        default=None, max_length=16, description="fun, normal or spicy (video models)."
+    )
+    duration: str | int | None = Field(
+        default=None, description='Seconds of video: "6" or "10" (video models).'
+    )
+    resolution: str | None = Field(
+        default=None, max_length=16, description="480p or 720p (video models)."
+    )
+    index: int | None = Field(
+        default=None,
+        description="Which image of the input.task_id task to animate, 0-5 (image-to-video).",
+    )
 
 
 class GenerateRequest(_Strict):
@@ -98,6 +116,11 @@ class ModelInfo(BaseModel):
     credits: int
     output: Literal["image", "video"]
     inputs: list[str]
-    provider: str
-    engine: Literal["preview", "ai"]
+    options: dict[str, list[str]] = Field(
+        description="Optional inputs and the values each accepts."
+    )
+    available: bool = Field(description="Whether a configured provider serves it.")
+    provider: str | None = Field(description="The provider new tasks go to first.")
+    routes: list[str] = Field(description="The providers tried, in failover order.")
+    engine: Literal["preview", "ai"] | None
     description: str

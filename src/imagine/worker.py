@@ -19,23 +19,32 @@ import socket
 from dataclasses import replace
 from datetime import timedelta
 
+from imagine import catalog
 from imagine.clock import utc_now
+from imagine.fetch import Fetcher
+from imagine.metrics import FAILOVERS, OPERATOR_ERRORS, TASKS_FINISHED
 from imagine.providers.base import (
+    Artifact,
     Failed,
     Job,
+    Outcome,
     Pending,
+    Provider,
     ProviderError,
-    SourceTask,
+    Remote,
     Succeeded,
 )
-from imagine.providers.registry import ProviderRouter
-from imagine.services.tasks import finish_failure, finish_success
+from imagine.providers.registry import ProviderRouter, UnknownProvider
+from imagine.services.tasks import finish_failure, finish_success, source_task
 from imagine.storage import LocalStorage
 from imagine.store import tasks as repo
 from imagine.store.db import Database
 from imagine.store.tasks import TaskRow
 
 logger = logging.getLogger("imagine.worker")
+
+MIRRORING = "_mirroring"
+"""provider_state key: result URLs known but not yet copied (a retry copies, not polls)."""
 
 
 def retry_delay(attempt: int, retry_after: float | None = None, *, cap: float = 60.0) -> float:
@@ -51,8 +60,10 @@ class Worker:
         db: Database,
         router: ProviderRouter,
         storage: LocalStorage,
+        fetcher: Fetcher,
         *,
         concurrency: int,
+        failover_after: int,
         poll_interval: float,
         lease_seconds: float,
         refresh_timeout: float,
@@ -62,6 +73,8 @@ class Worker:
         self._db = db
         self._router = router
         self._storage = storage
+        self._fetcher = fetcher
+        self._failover_after = failover_after
         self._concurrency = concurrency
         self._poll_interval = poll_interval
         self._lease = timedelta(seconds=lease_seconds)
@@ -191,52 +204,147 @@ class Worker:
             seconds = int((task.deadline_at - task.created_at).total_seconds())
             await self._fail(task, f"the task did not finish within {seconds} seconds")
             return
-        provider = self._router.get(task.provider)
+        try:
+            provider = self._router.get(task.provider)
+        except UnknownProvider:
+            logger.error(
+                "task %s: provider %s is not configured here; the task waits for a worker "
+                "that has it, or for its deadline",
+                task.id,
+                task.provider,
+            )
+            await self._retry_later(task, None)
+            return
         job = await self._job(task)
         try:
-            if task.upstream_id is None:
-                async with asyncio.timeout(self._call_timeout):
-                    submitted = await provider.submit(job)
-                stored = await self._update(
-                    task,
-                    upstream_id=submitted.upstream_id,
-                    provider_state=submitted.state,
-                    checked_at=now,
-                    attempts=0,
-                    **self._schedule(task, submitted.poll_after, keep_lease=True),
-                )
-                if not stored:
-                    return
-                task.upstream_id = submitted.upstream_id
-                task.provider_state = submitted.state
-                if submitted.poll_after > 0:
-                    await self._release(task)
-                    return
-                job = replace(job, upstream_id=submitted.upstream_id, state=submitted.state)
-            async with asyncio.timeout(self._call_timeout):
-                outcome = await provider.poll(job)
+            outcome = await self._ask(task, provider, job)
         except TimeoutError:
-            await self._retry_later(
-                task, ProviderError("the provider did not answer in time", retryable=True)
-            )
+            error = ProviderError(f"{provider.name} did not answer in time", retryable=True)
+            await self._on_error(task, provider, job, error)
             return
         except ProviderError as exc:
-            if exc.retryable:
-                await self._retry_later(task, exc)
-            else:
-                await self._fail(task, exc.message)
+            await self._on_error(task, provider, job, exc)
             return
+        if outcome is not None:
+            await self._settle(task, provider, job, outcome)
 
-        if isinstance(outcome, Pending):
-            await self._update(
-                task, checked_at=utc_now(), **self._schedule(task, outcome.poll_after)
+    async def _ask(self, task: TaskRow, provider: Provider, job: Job) -> Outcome | None:
+        """Submit the task or poll it; None when this step has nothing more to do."""
+        mirroring = (task.provider_state or {}).get(MIRRORING)
+        if mirroring:
+            # The results are known; only copying them failed last time. Don't ask again.
+            return Succeeded([Remote(str(url)) for url in mirroring])
+        if task.upstream_id is None:
+            now = utc_now()
+            async with asyncio.timeout(self._call_timeout):
+                submitted = await provider.submit(job)
+            stored = await self._update(
+                task,
+                upstream_id=submitted.upstream_id,
+                provider_state=submitted.state,
+                checked_at=now,
+                attempts=0,
+                **self._schedule(task, submitted.poll_after, keep_lease=True),
             )
+            if not stored:
+                return None
+            task.upstream_id = submitted.upstream_id
+            task.provider_state = submitted.state
+            task.attempts = 0
+            if submitted.outcome is not None:
+                return submitted.outcome
+            if submitted.poll_after > 0:
+                await self._release(task)
+                return None
+            job = replace(job, upstream_id=submitted.upstream_id, state=submitted.state)
+        async with asyncio.timeout(self._call_timeout):
+            return await provider.poll(job)
+
+    async def _settle(self, task: TaskRow, provider: Provider, job: Job, outcome: Outcome) -> None:
+        if isinstance(outcome, Pending):
+            values: dict[str, object] = {"checked_at": utc_now()}
+            if job.callback is not None:
+                values["upstream_callback"] = None  # read; don't let it keep the task due
+            await self._update(task, **values, **self._schedule(task, outcome.poll_after))
         elif isinstance(outcome, Succeeded):
-            urls = await self._storage.save(task.id, outcome.artifacts)
+            try:
+                async with asyncio.timeout(self._call_timeout):
+                    artifacts = await self._mirror(task, provider, outcome.results)
+            except (ProviderError, TimeoutError) as exc:
+                error = (
+                    exc
+                    if isinstance(exc, ProviderError)
+                    else ProviderError("copying the results took too long", retryable=True)
+                )
+                if not error.retryable:
+                    await self._fail(task, error.message)
+                    return
+                remote = [result.url for result in outcome.results if isinstance(result, Remote)]
+                state = {**(task.provider_state or {})}
+                if len(remote) == len(outcome.results):
+                    state[MIRRORING] = remote
+                await self._retry_later(task, error, provider_state=state)
+                return
+            urls = await self._storage.save(task.id, artifacts)
             if await finish_success(self._db, task, self.id, urls):
+                TASKS_FINISHED.labels(task.provider, "SUCCESS").inc()
                 logger.info("task %s: SUCCESS", task.id)
         elif isinstance(outcome, Failed):
             await self._fail(task, outcome.message)
+
+    async def _mirror(
+        self, task: TaskRow, provider: Provider, results: list[Artifact | Remote]
+    ) -> list[Artifact]:
+        """The results as our own files: upstream URLs expire, ours don't."""
+        if not results:
+            raise ProviderError("the provider reported success without any result", retryable=True)
+        spec = catalog.get_model(task.model)
+        wanted = f"{spec.output.value}/" if spec is not None else ""
+
+        async def copy(result: Artifact | Remote) -> Artifact:
+            if isinstance(result, Remote):
+                result = await self._fetcher.result(
+                    result.url, trusted_hosts=provider.trusted_hosts
+                )
+            if not result.content_type.startswith(wanted):
+                raise ProviderError(
+                    f"the provider returned {result.content_type} for a task that makes "
+                    f"{spec.output.value if spec else 'media'}",
+                    retryable=False,
+                )
+            return result
+
+        return list(await asyncio.gather(*(copy(result) for result in results)))
+
+    async def _on_error(
+        self, task: TaskRow, provider: Provider, job: Job, error: ProviderError
+    ) -> None:
+        """The error policy (docs/providers.md): fail now, retry here, or move on."""
+        if error.operator:
+            OPERATOR_ERRORS.labels(provider.name).inc()
+            logger.error("provider %s needs the operator: %s", provider.name, error.message)
+        if not error.retryable:
+            await self._fail(task, error.message)
+            return
+        attempts = task.attempts + 1
+        # Only a task the upstream doesn't have yet can move; a submitted one is polled
+        # where it runs (moving it would pay for it twice).
+        if task.upstream_id is None and (error.failover or attempts >= self._failover_after):
+            successor = self._router.failover(task.model, task.provider, job.input, job.source)
+            if successor is not None:
+                FAILOVERS.labels(provider.name, successor.name).inc()
+                logger.warning(
+                    "task %s: %s (%s); moving to %s",
+                    task.id,
+                    provider.name,
+                    error.message,
+                    successor.name,
+                )
+                await self._update(
+                    task, provider=successor.name, attempts=0, **self._schedule(task, 0)
+                )
+                return
+        await self._retry_later(task, error)
 
     async def _job(self, task: TaskRow) -> Job:
         source = None
@@ -244,13 +352,7 @@ class Worker:
             source_id = task.source_task_id
             found = await self._db.read(lambda tx: repo.get_task(tx, source_id))
             if found is not None:
-                source = SourceTask(
-                    task_id=found.id,
-                    model=found.model,
-                    provider=found.provider,
-                    upstream_id=found.upstream_id,
-                    result_urls=list(found.result_urls or []),
-                )
+                source = source_task(found)
         return Job(
             task_id=task.id,
             model=task.model,
@@ -258,6 +360,8 @@ class Worker:
             upstream_id=task.upstream_id,
             state=task.provider_state or {},
             source=source,
+            callback=task.upstream_callback,
+            callback_token=task.callback_token or "",
         )
 
     def _schedule(
@@ -283,13 +387,16 @@ class Worker:
             )
         )
 
-    async def _retry_later(self, task: TaskRow, error: ProviderError | None) -> None:
+    async def _retry_later(
+        self, task: TaskRow, error: ProviderError | None, **values: object
+    ) -> None:
         attempts = task.attempts + 1
         delay = retry_delay(attempts, error.retry_after if error else None)
         if error is not None:
             logger.warning("task %s: %s; retrying in %.1fs", task.id, error.message, delay)
-        await self._update(task, attempts=attempts, **self._schedule(task, delay))
+        await self._update(task, attempts=attempts, **values, **self._schedule(task, delay))
 
     async def _fail(self, task: TaskRow, message: str) -> None:
         if await finish_failure(self._db, task, self.id, message):
+            TASKS_FINISHED.labels(task.provider, "FAILED").inc()
             logger.info("task %s: FAILED and refunded: %s", task.id, message)

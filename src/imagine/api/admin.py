@@ -9,6 +9,7 @@ from starlette.responses import Response
 from imagine.api.deps import RuntimeDep, json_body, openapi_body, require_admin
 from imagine.api.envelope import ok
 from imagine.services import keys
+from imagine.services.providers import provider_report
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -74,3 +75,8 @@ async def grant_credits(request: Request, runtime: RuntimeDep) -> Response:
 @router.get("/credits/{account}", summary="Balance and recent ledger of an account")
 async def show_credits(account: str, runtime: RuntimeDep) -> Response:
     return ok(keys.credits_view(await keys.account_credits(runtime.db, account)))
+
+
+@router.get("/providers", summary="Each provider: routes, reachability, upstream balance")
+async def providers(runtime: RuntimeDep) -> Response:
+    return ok(await provider_report(runtime.router))

@@ -10,10 +10,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from imagine import __version__
-from imagine.api import admin, public
+from imagine.api import admin, callbacks, public
 from imagine.api.admin import CreditGrant, KeyCreate
 from imagine.api.envelope import install_error_handlers, ok
 from imagine.api.limits import BodySizeLimit
@@ -55,10 +56,15 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(public.router)
     app.include_router(admin.router)
+    app.include_router(callbacks.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: answers without touching anything")
     async def healthz() -> Response:
         return ok({"status": "ok"})
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics of this process")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     settings.files_dir.mkdir(parents=True, exist_ok=True)
     app.mount("/files", StaticFiles(directory=settings.files_dir), name="files")

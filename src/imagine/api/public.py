@@ -127,18 +127,22 @@ async def credits(request: Request) -> Response:
 
 @router.get("/models", response_model=Envelope[list[ModelInfo]], tags=["models"])
 async def models(runtime: RuntimeDep) -> Response:
-    """Every model: its price, the inputs it needs, and which provider serves it."""
+    """Every model: its price, its inputs, and the providers that serve it in order."""
     listed = []
     for spec in catalog.MODELS.values():
-        provider = runtime.router.route(spec.name)
+        routes = runtime.router.routes(spec.name)
+        first = runtime.router.get(routes[0]) if routes else None
         listed.append(
             {
                 "model": spec.name,
                 "credits": spec.credits,
                 "output": spec.output.value,
                 "inputs": catalog.required_inputs(spec),
-                "provider": provider.name,
-                "engine": provider.engine,
+                "options": {name: list(values) for name, values in spec.options.items()},
+                "available": first is not None,
+                "provider": first.name if first else None,
+                "routes": list(routes),
+                "engine": first.engine if first else None,
                 "description": spec.description,
             }
         )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from imagine.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,14 @@ class Artifact:
 
     data: bytes
     content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """One result still at the provider. Upstream URLs expire (kie: within a day), so the
+    worker copies it into our storage before the task ends."""
+
+    url: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,10 @@ class Job:
     upstream_id: str | None = None
     state: Mapping[str, Any] = field(default_factory=dict)
     source: SourceTask | None = None
+    callback: Mapping[str, Any] | None = None
+    """The upstream's callback payload, when one arrived (already authenticated)."""
+    callback_token: str = ""
+    """The task's secret for the callback URL the provider is given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,8 @@ class Submitted:
     poll_after: float
     """Seconds until the first poll is worth making."""
     state: dict[str, Any] = field(default_factory=dict)
+    outcome: Outcome | None = None
+    """The result, when the provider answered synchronously (xAI images)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +73,7 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class Succeeded:
-    artifacts: list[Artifact]
+    results: list[Artifact | Remote]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +85,51 @@ Outcome = Pending | Succeeded | Failed
 
 
 class ProviderError(Exception):
-    """A call that didn't work. `retryable` ones are tried again with backoff until the
-    task's deadline; the others fail the task (and refund it) with `message`."""
+    """A call that didn't work. `retryable` ones are tried again with backoff (and, before
+    the upstream has the task, on the next route) until the task's deadline; the others
+    fail the task (and refund it) with `message`, which the user reads.
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    `failover`: the provider is down for a while (maintenance); move to the next route now.
+    `operator`: only the operator can fix it (credentials, the upstream balance); it is
+    logged as an error and counted in metrics.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        failover: bool = False,
+        operator: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after
+        self.failover = failover
+        self.operator = operator
+
+
+class CallbackRejected(Exception):
+    """An upstream callback that can't be trusted or read; `status` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What `imagine providers check` shows for one provider."""
+
+    ok: bool
+    """Reached, and our credentials were accepted."""
+    reachable: bool
+    detail: str
+    balance: float | None = None
+    latency_ms: float | None = None
 
 
 SourceLoader = Callable[[str], Awaitable[bytes]]
@@ -87,9 +140,66 @@ class Provider(Protocol):
     name: str
     engine: Literal["preview", "ai"]
     models: frozenset[str]
+    """The models it can serve at all; routing never sends it any other."""
+    trusted_hosts: frozenset[str]
+    """Hosts the operator configured for it: its results may be fetched from them even
+    on private addresses (a provider on the local network)."""
+
+    def refusal(
+        self, model: str, given: Mapping[str, Any], source: SourceTask | None
+    ) -> str | None:
+        """Why this provider can't run this particular task (None when it can). Asked at
+        routing time, so the user gets a 400 instead of a task that fails later."""
+        ...
 
     async def submit(self, job: Job) -> Submitted: ...
 
     async def poll(self, job: Job) -> Outcome: ...
 
+    async def check(self) -> Health: ...
+
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class CallbackReceiver(Protocol):
+    """A provider that is told of results by an upstream callback, not only by polling."""
+
+    def verify_callback(
+        self, headers: Mapping[str, str], body: bytes, upstream_id: str | None
+    ) -> dict[str, Any]:
+        """The callback's payload once it is proven to come from the upstream; raises
+        CallbackRejected otherwise."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderContext:
+    """What a provider module's `create(context)` gets from the server."""
+
+    settings: Settings
+    load_source: SourceLoader
+    is_own_url: Callable[[str], bool]
+    callback_url: Callable[[str, str, str], str]
+    """(provider name, task id, token) -> the URL the upstream calls back."""
+    user_agent: str
+
+
+def source_image_url(given: Mapping[str, Any], source: SourceTask | None) -> str | None:
+    """The image a task starts from: the chosen result of its source task, or its URL."""
+    if source is not None:
+        index = int(given.get("index") or 0)
+        return source.result_urls[index] if index < len(source.result_urls) else None
+    urls = given.get("image_urls") or []
+    return str(urls[0]) if urls else None
+
+
+def source_index_problem(given: Mapping[str, Any], source: SourceTask | None) -> str | None:
+    """`input.index` past the source task's images, for providers that use our copies."""
+    if source is None:
+        return None
+    index = int(given.get("index") or 0)
+    count = len(source.result_urls)
+    if index < count:
+        return None
+    return f"input.index: task {source.task_id} has {count} image(s); use 0 to {count - 1}"

@@ -9,8 +9,9 @@ its benchmarks run anywhere without credentials.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from imagine import catalog
 from imagine.clock import utc_now
@@ -18,13 +19,18 @@ from imagine.providers import media
 from imagine.providers.base import (
     Artifact,
     Failed,
+    Health,
     Job,
     Outcome,
     Pending,
+    ProviderContext,
     ProviderError,
     SourceLoader,
+    SourceTask,
     Submitted,
     Succeeded,
+    source_image_url,
+    source_index_problem,
 )
 
 VIDEO_SECONDS = 3.0
@@ -34,10 +40,16 @@ class PreviewProvider:
     name = "preview"
     engine: Literal["preview", "ai"] = "preview"
     models = frozenset(catalog.MODELS)
+    trusted_hosts: frozenset[str] = frozenset()
 
     def __init__(self, *, delay: float, load_source: SourceLoader) -> None:
         self._delay = delay
         self._load_source = load_source
+
+    def refusal(
+        self, model: str, given: Mapping[str, Any], source: SourceTask | None
+    ) -> str | None:
+        return source_index_problem(given, source)
 
     async def submit(self, job: Job) -> Submitted:
         ready_at = utc_now() + timedelta(seconds=self._delay)
@@ -58,13 +70,20 @@ class PreviewProvider:
             return Failed(str(exc))
         return Succeeded([artifact])
 
+    async def check(self) -> Health:
+        return Health(ok=True, reachable=True, detail="offline engine; always available")
+
     async def _render(self, job: Job) -> Artifact:
         prompt = str(job.input.get("prompt") or "")
         if job.model == catalog.TEXT_TO_IMAGE:
-            data = await asyncio.to_thread(media.render_image, prompt)
+            ratio = str(job.input.get("aspect_ratio") or "1:1")
+            data = await asyncio.to_thread(media.render_image, prompt, aspect_ratio=ratio)
             return Artifact(data, "image/png")
         if job.model == catalog.TEXT_TO_VIDEO:
-            data = await asyncio.to_thread(media.render_video, prompt, seconds=VIDEO_SECONDS)
+            ratio = str(job.input.get("aspect_ratio") or "2:3")
+            data = await asyncio.to_thread(
+                media.render_video, prompt, seconds=VIDEO_SECONDS, aspect_ratio=ratio
+            )
             return Artifact(data, "video/mp4")
         source = await self._load_source(self._source_url(job))
         if job.model == catalog.IMAGE_TO_VIDEO:
@@ -77,12 +96,14 @@ class PreviewProvider:
 
     @staticmethod
     def _source_url(job: Job) -> str:
-        if job.source is not None and job.source.result_urls:
-            return job.source.result_urls[0]
-        urls = job.input.get("image_urls") or []
-        if not urls:
+        url = source_image_url(job.input, job.source)
+        if url is None:
             raise ProviderError("the task has no source image", retryable=False)
-        return str(urls[0])
+        return url
 
     async def aclose(self) -> None:
         return None
+
+
+def create(context: ProviderContext) -> PreviewProvider:
+    return PreviewProvider(delay=context.settings.preview_delay, load_source=context.load_source)

@@ -4,6 +4,7 @@ task ends. Every transition to SUCCESS or FAILED goes through `finish_success` o
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from imagine.clock import iso_z, utc_now
 from imagine.errors import BadRequest, InvalidInput, NotFound
 from imagine.ids import new_task_id
 from imagine.netguard import refused_literal, url_problem
+from imagine.providers.base import SourceTask
 from imagine.providers.registry import ProviderRouter
 from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services import billing
@@ -63,12 +65,14 @@ class TaskService:
             problem = url_problem(request.callback_url)
             if problem is not None:
                 raise InvalidInput(f"callback_url: {problem}")
-        source_task_id = None
+        source = None
         if request.input.task_id is not None:
-            source_task_id = await self._check_source(caller, spec, request.input.task_id)
-        provider = self._router.route(spec.name)
+            source = source_task(await self._check_source(caller, spec, request.input.task_id))
+        shown = sanitized_request(request)
+        provider = self._router.route(spec.name, shown["input"], source)
 
         task_id = new_task_id()
+        callback_token = secrets.token_urlsafe(24)
 
         async def store(tx: Tx) -> None:
             now = utc_now()
@@ -87,13 +91,14 @@ class TaskService:
                 api_key_id=caller.key_id,
                 model=spec.name,
                 status=IN_PROGRESS,
-                request=sanitized_request(request),
+                request=shown,
                 callback_url=request.callback_url,
                 public=request.public,
                 credits=spec.credits,
                 refunded=False,
-                source_task_id=source_task_id,
+                source_task_id=source.task_id if source else None,
                 provider=provider.name,
+                callback_token=callback_token,
                 attempts=0,
                 next_check_at=now,
                 deadline_at=now + self._deadline,
@@ -159,7 +164,7 @@ class TaskService:
                 return TaskView.of(refreshed)
         return view
 
-    async def _check_source(self, caller: Caller, spec: ModelSpec, source_id: str) -> str:
+    async def _check_source(self, caller: Caller, spec: ModelSpec, source_id: str) -> TaskRow:
         source = await self._db.read(
             lambda tx: repo.get_task(tx, source_id, account_id=caller.account_id)
         )
@@ -175,7 +180,7 @@ class TaskService:
                 f"input.task_id: task {source_id} is {source.status}; "
                 f"{spec.name} needs a task that finished with SUCCESS"
             )
-        return source.id
+        return source
 
 
 def check_inputs(
@@ -210,6 +215,7 @@ def check_inputs(
             raise InvalidInput(f"input.task_id: not used by {spec.name}")
     if given.image_urls is not None and not given.image_urls and spec.needs_image:
         raise InvalidInput("input.image_urls: give one image URL")
+    _check_options(spec, given)
     for index, url in enumerate(given.image_urls or []):
         problem = url_problem(url)
         if problem is not None:
@@ -220,6 +226,31 @@ def check_inputs(
                 f"input.image_urls[{index}]: points to a private or reserved address, "
                 "which this server does not fetch"
             )
+
+
+OPTION_NAMES = ("aspect_ratio", "mode", "duration", "resolution", "index")
+
+
+def _check_options(spec: ModelSpec, given: GenerateInput) -> None:
+    """The optional inputs: each only where the model takes it, with a documented value."""
+    for name in OPTION_NAMES:
+        value = getattr(given, name)
+        if value is None:
+            continue
+        allowed = spec.options.get(name)
+        if allowed is None:
+            raise InvalidInput(f"input.{name}: not used by {spec.name}")
+        if str(value) not in allowed:
+            raise InvalidInput(f"input.{name}: must be one of " + ", ".join(allowed))
+    if given.index is not None and not given.task_id:
+        raise InvalidInput(
+            "input.index: only with input.task_id (it picks one of that task's images)"
+        )
+    if given.mode == "spicy" and given.image_urls:
+        raise InvalidInput(
+            "input.mode: spicy is not available with input.image_urls; "
+            "use input.task_id of an image task, or mode fun or normal"
+        )
 
 
 def sanitized_request(request: GenerateRequest) -> dict[str, Any]:
@@ -241,6 +272,17 @@ def _without_secrets(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def source_task(row: TaskRow) -> SourceTask:
+    """An earlier task as a provider sees it when a new one chains on it."""
+    return SourceTask(
+        task_id=row.id,
+        model=row.model,
+        provider=row.provider,
+        upstream_id=row.upstream_id,
+        result_urls=list(row.result_urls or []),
+    )
 
 
 def status_data(task: TaskView) -> dict[str, Any]:

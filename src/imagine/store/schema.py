@@ -101,6 +101,9 @@ tasks = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    # The secret in the callback URL an upstream is given, and what its callback said.
+    Column("callback_token", String(64), nullable=True),
+    Column("upstream_callback", JSON, nullable=True),
     CheckConstraint("status IN ('IN_PROGRESS', 'SUCCESS', 'FAILED')", name="status_known"),
     Index("ix_tasks_due", "status", "next_check_at"),
     Index("ix_tasks_account_created", "account_id", "created_at"),

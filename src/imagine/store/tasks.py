@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, insert, or_, select, update
 from sqlalchemy.sql import Executable
 
 from imagine.store.db import Tx
@@ -52,6 +52,8 @@ class TaskRow:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    callback_token: str | None
+    upstream_callback: dict[str, Any] | None
 
 
 @dataclass(slots=True)
@@ -213,6 +215,17 @@ async def claim_one(
     return TaskRow(**rows[0]) if rows else None
 
 
+def _written(name: str, names: tuple[str, ...]) -> Any:
+    if name == "next_check_at" and "upstream_callback" not in names and "updated_at" in names:
+        # A callback may arrive while a worker holds the task; its "due now" must not be
+        # overwritten by the worker's schedule, or the callback would wait for the next poll.
+        return case(
+            (tasks.c.upstream_callback.is_not(None), bindparam("updated_at", type_=UTCDateTime)),
+            else_=bindparam("next_check_at", type_=UTCDateTime),
+        )
+    return bindparam(name)
+
+
 def _statement_for(
     cache: dict[tuple[str, ...], Query],
     names: tuple[str, ...],
@@ -223,6 +236,24 @@ def _statement_for(
     if query is None:
         query = cache[names] = Query(build(names))
     return query
+
+
+_store_callback = Query(
+    update(tasks)
+    .where(tasks.c.id == bindparam("task_id"), tasks.c.status == IN_PROGRESS)
+    .values(
+        upstream_callback=bindparam("payload"),
+        next_check_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+async def store_callback(tx: Tx, task_id: str, payload: dict[str, Any], now: datetime) -> bool:
+    """Keep an upstream's callback and make the task due at once (whoever holds it); False
+    when the task already ended."""
+    changed = await tx.run(_store_callback, {"task_id": task_id, "payload": payload, "now": now})
+    return changed == 1
 
 
 async def update_leased(tx: Tx, task_id: str, worker_id: str, **values: Any) -> bool:
@@ -237,7 +268,7 @@ async def update_leased(tx: Tx, task_id: str, worker_id: str, **values: Any) -> 
                 tasks.c.status == IN_PROGRESS,
                 tasks.c.lease_owner == bindparam("_worker_id"),
             )
-            .values({name: bindparam(name) for name in names})
+            .values({name: _written(name, names) for name in names})
         ),
     )
     changed = await tx.run(query, {"_task_id": task_id, "_worker_id": worker_id, **values})

@@ -1,0 +1,112 @@
+"""Downloads the server makes: source images (for image-to-video and upscale) and the
+results it mirrors from upstream providers.
+
+Every hop is checked: an http(s) URL whose host resolves only to public addresses
+(unless the operator allows private ones, or the host is one the operator configured
+for a provider), manual redirects re-checked each time, a size limit enforced while
+streaming, and the bytes' real type sniffed rather than trusted from headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from imagine.netguard import resolve_checked, url_problem
+from imagine.providers.base import Artifact, ProviderError
+from imagine.providers.media import sniff_content_type
+from imagine.storage import LocalStorage
+
+_MAX_REDIRECTS = 3
+
+
+class Fetcher:
+    def __init__(
+        self,
+        storage: LocalStorage,
+        http: httpx.AsyncClient,
+        *,
+        allow_private: bool,
+        max_source_bytes: int,
+        max_result_bytes: int,
+    ) -> None:
+        self._storage = storage
+        self._http = http
+        self._allow_private = allow_private
+        self._max_source_bytes = max_source_bytes
+        self._max_result_bytes = max_result_bytes
+
+    def is_own_url(self, url: str) -> bool:
+        """One of our result URLs: read from storage, never fetched."""
+        return self._storage.local_path(url) is not None
+
+    async def source_image(self, url: str) -> bytes:
+        """A source image's bytes: from our storage when it is one of our URLs."""
+        if self._storage.local_path(url) is not None:
+            data = await self._storage.read(url)
+            if data is None:
+                raise ProviderError(f"the source {url} no longer exists", retryable=False)
+            return data
+        data = await self._download(url, self._max_source_bytes, "the source URL", ())
+        if not (sniff_content_type(data) or "").startswith("image/"):
+            raise ProviderError("the source URL is not a PNG, JPEG or WebP image", retryable=False)
+        return data
+
+    async def result(self, url: str, *, trusted_hosts: Collection[str] = ()) -> Artifact:
+        """One upstream result, to be stored as ours; an image or an MP4 video."""
+        data = await self._download(url, self._max_result_bytes, "the result", trusted_hosts)
+        kind = sniff_content_type(data)
+        if kind is None:
+            raise ProviderError(
+                "the provider's result is not an image or an MP4 video", retryable=False
+            )
+        return Artifact(data, kind)
+
+    async def _download(
+        self, url: str, max_bytes: int, what: str, trusted_hosts: Collection[str]
+    ) -> bytes:
+        for _ in range(_MAX_REDIRECTS + 1):
+            problem = url_problem(url)
+            if problem is not None:
+                raise ProviderError(f"{what} URL {problem}", retryable=False)
+            trusted = urlsplit(url).hostname in trusted_hosts
+            try:
+                await resolve_checked(url, allow_private=self._allow_private or trusted)
+            except ValueError as exc:
+                raise ProviderError(f"{what} URL was refused: {exc}", retryable=False) from None
+            try:
+                async with self._http.stream("GET", url, follow_redirects=False) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        # Each hop is checked again: a public URL may redirect inward.
+                        url = urljoin(url, response.headers["location"])
+                        continue
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise ProviderError(
+                            f"{what} URL answered HTTP {response.status_code}", retryable=True
+                        )
+                    if response.status_code != 200:
+                        raise ProviderError(
+                            f"{what} URL answered HTTP {response.status_code}", retryable=False
+                        )
+                    return await _read_limited(response, max_bytes, what)
+            except httpx.HTTPError as exc:
+                raise ProviderError(
+                    f"{what} could not be downloaded ({type(exc).__name__})", retryable=True
+                ) from None
+        raise ProviderError(f"{what} URL redirected too many times", retryable=False)
+
+
+async def _read_limited(response: httpx.Response, max_bytes: int, what: str) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ProviderError(f"{what} is larger than {max_bytes} bytes", retryable=False)
+    chunks = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ProviderError(f"{what} is larger than {max_bytes} bytes", retryable=False)
+        chunks.append(chunk)
+    return b"".join(chunks)

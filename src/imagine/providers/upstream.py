@@ -1,0 +1,164 @@
+"""HTTP to upstream providers: a client per provider, its call budget, and the error
+policy every provider shares (docs/providers.md has it as a table).
+
+The budget is a leaky bucket per operation (aiolimiter): kie.ai allows 10 polls per
+second and 20 creates per 10 seconds per account, and a refused call is not queued
+upstream, so we wait for a slot here rather than spend one on a 429.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+from aiolimiter import AsyncLimiter
+
+from imagine.metrics import UPSTREAM_CALLS
+from imagine.providers.base import ProviderError
+
+CREATE = "create"
+POLL = "poll"
+ACCOUNT = "account"
+
+
+class Budget:
+    """Upstream call limiters by operation; operations without one are not limited."""
+
+    def __init__(self, rates: Mapping[str, tuple[int, float]]) -> None:
+        self._limiters = {
+            operation: AsyncLimiter(calls, seconds) for operation, (calls, seconds) in rates.items()
+        }
+
+    async def acquire(self, operation: str) -> None:
+        limiter = self._limiters.get(operation)
+        if limiter is not None:
+            await limiter.acquire()
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        api_key: str,
+        *,
+        user_agent: str,
+        timeout: float,
+        budget: Budget,
+    ) -> None:
+        self.provider = provider
+        self.budget = budget
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"authorization": f"Bearer {api_key}", "user-agent": user_agent},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    async def call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One upstream request after its budget allows it. Timeouts and broken connections
+        raise a retryable ProviderError; HTTP answers are returned for the provider to read."""
+        await self.budget.acquire(operation)
+        try:
+            response = await self._http.request(method, path, json=json, params=params)
+        except httpx.TimeoutException:
+            UPSTREAM_CALLS.labels(self.provider, operation, "timeout").inc()
+            raise ProviderError(f"{self.provider} did not answer in time", retryable=True) from None
+        except httpx.TransportError as exc:
+            UPSTREAM_CALLS.labels(self.provider, operation, "unreachable").inc()
+            raise ProviderError(
+                f"could not reach {self.provider} ({type(exc).__name__})", retryable=True
+            ) from None
+        UPSTREAM_CALLS.labels(self.provider, operation, str(response.status_code)).inc()
+        return response
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is anything else."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date), capped at 10 minutes."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        seconds = parsed.timestamp() - time.time()
+    return min(max(seconds, 0.0), 600.0)
+
+
+def classify(
+    provider: str, code: int, detail: str, *, retry_after: float | None = None
+) -> ProviderError:
+    """The error policy: what an upstream error code means for the task.
+
+    Retryable errors are tried again with backoff and then on the next route; only the
+    task's deadline turns them into a failure. The rest fail the task and refund it, with
+    a message that tells the user what to do.
+    """
+    said = f": {detail}" if detail else ""
+    if code in (401, 403):
+        return ProviderError(
+            f"the generation provider refused this server's credentials (upstream {code}); "
+            "the operator has been alerted, try again later",
+            retryable=False,
+            operator=True,
+        )
+    if code == 402:
+        return ProviderError(
+            "the generation provider's account is out of credits (upstream 402); "
+            "the operator has been alerted, try again later",
+            retryable=False,
+            operator=True,
+        )
+    if code == 422:
+        return ProviderError(
+            f"the provider rejected the input{said}; change the input and submit a new task",
+            retryable=False,
+        )
+    if code == 505:
+        return ProviderError(
+            f"this feature is disabled at the provider{said}; use another model or options",
+            retryable=False,
+        )
+    if code == 429:
+        return ProviderError(
+            f"{provider} is rate limiting us{said}", retryable=True, retry_after=retry_after
+        )
+    if code == 455:
+        return ProviderError(
+            f"{provider} is under maintenance{said}",
+            retryable=True,
+            retry_after=retry_after,
+            failover=True,
+        )
+    if code >= 500:
+        return ProviderError(
+            f"{provider} had a server error ({code}){said}", retryable=True, retry_after=retry_after
+        )
+    return ProviderError(f"the provider refused the task ({code}){said}", retryable=False)
