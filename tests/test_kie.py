@@ -1,0 +1,242 @@
+"""The kie provider against the fake kie.ai, over real sockets: every model end to end,
+chaining by kie task id, results mirrored into our storage, callbacks instead of polls."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import orjson
+import pytest
+
+from imagine.providers.media import sniff_content_type
+from tests.support.api import auth, balance, create_task, generate, new_key, wait_done
+from tests.support.fake_kie import FakeKie
+from tests.support.server import ServerProcess
+from tests.support.upstreams import kie_env, start_server
+
+T = TypeVar("T")
+T2I = "grok-imagine/text-to-image"
+T2V = "grok-imagine/text-to-video"
+I2V = "grok-imagine/image-to-video"
+UPSCALE = "grok-imagine/upscale"
+
+
+@pytest.fixture(scope="module")
+def kie() -> Iterator[FakeKie]:
+    with FakeKie(task_seconds=0.3, webhook_key="kie-hmac-secret", images_per_task=2) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(kie: FakeKie, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = kie_env(kie, IMAGINE_PROVIDER="kie")
+    running = start_server(tmp_path_factory.mktemp("kie"), env)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def key(server: ServerProcess) -> str:
+    created: str = new_key(server.url)["key"]
+    return created
+
+
+def _mirrored(server: ServerProcess, urls: list[str], kind: str) -> None:
+    assert urls
+    for url in urls:
+        assert url.startswith(f"{server.url}/files/"), url
+        answer = httpx.get(url)
+        assert answer.status_code == 200
+        assert (sniff_content_type(answer.content) or "").startswith(kind)
+        assert answer.headers["content-type"].startswith(kind)
+
+
+def test_every_model_round_trips_and_results_are_mirrored(
+    server: ServerProcess, kie: FakeKie, key: str
+) -> None:
+    image = create_task(
+        server.url,
+        key,
+        {"model": T2I, "input": {"prompt": "a lighthouse at dawn", "aspect_ratio": "16:9"}},
+    )
+    done = wait_done(server.url, key, image)
+    assert done["status"] == "SUCCESS", done
+    _mirrored(server, done["response"]["resultUrls"], "image/")
+    assert len(done["response"]["resultUrls"]) == 2  # every image kie made is kept
+    sent = kie.created_bodies[-1]
+    assert sent["model"] == T2I
+    assert sent["input"] == {"prompt": "a lighthouse at dawn", "aspect_ratio": "16:9"}
+    upstream_image = next(iter(t.id for t in kie.tasks.values() if t.input == sent["input"]))
+
+    video = create_task(
+        server.url,
+        key,
+        {
+            "model": T2V,
+            "input": {"prompt": "waves", "mode": "fun", "duration": 10, "resolution": "720p"},
+        },
+    )
+    done = wait_done(server.url, key, video)
+    assert done["status"] == "SUCCESS", done
+    _mirrored(server, done["response"]["resultUrls"], "video/")
+    # kie documents duration as a string; an integer from the client is sent as one.
+    assert kie.created_bodies[-1]["input"]["duration"] == "10"
+
+    animated = create_task(
+        server.url, key, {"model": I2V, "input": {"task_id": image, "index": 1, "prompt": "zoom"}}
+    )
+    done = wait_done(server.url, key, animated)
+    assert done["status"] == "SUCCESS", done
+    _mirrored(server, done["response"]["resultUrls"], "video/")
+    # Chaining goes by kie's own task id, which kie knows; our id means nothing to it.
+    assert kie.created_bodies[-1]["input"] == {
+        "task_id": upstream_image,
+        "index": 1,
+        "prompt": "zoom",
+    }
+
+    external = create_task(
+        server.url,
+        key,
+        {"model": I2V, "input": {"image_urls": ["https://example.com/cat.png"], "mode": "normal"}},
+    )
+    assert wait_done(server.url, key, external)["status"] == "SUCCESS"
+    assert kie.created_bodies[-1]["input"]["image_urls"] == ["https://example.com/cat.png"]
+
+    upscaled = create_task(server.url, key, {"model": UPSCALE, "input": {"task_id": image}})
+    done = wait_done(server.url, key, upscaled)
+    assert done["status"] == "SUCCESS", done
+    _mirrored(server, done["response"]["resultUrls"], "image/")
+    assert kie.created_bodies[-1]["input"] == {"task_id": upstream_image}
+    assert balance(server.url, key) == 1000 - 5 - 24 - 24 - 24 - 12
+
+
+def test_a_signed_callback_finishes_the_task_without_any_poll(
+    server: ServerProcess, kie: FakeKie, key: str
+) -> None:
+    task_id = create_task(server.url, key, {"model": T2I, "input": {"prompt": "callback"}})
+    done = wait_done(server.url, key, task_id, timeout=20)
+    assert done["status"] == "SUCCESS"
+    upstream = next(t for t in kie.tasks.values() if t.input == {"prompt": "callback"})
+    assert upstream.callback_status == 200
+    assert kie.polls_by_task[upstream.id] == 0
+    callback_url = upstream.callback_url or ""
+    assert callback_url.startswith(f"{server.url}/callbacks/kie/{task_id}/")
+    # The status answer never shows the callback URL or its token.
+    assert "callbacks" not in orjson.dumps(done).decode()
+
+
+def test_a_failure_told_by_callback_is_refunded_with_kies_reason(
+    server: ServerProcess, kie: FakeKie, key: str
+) -> None:
+    kie.fail_next.append(("422", "Invalid prompt: prompt contains prohibited content"))
+    task_id = create_task(server.url, key, {"model": T2I, "input": {"prompt": "forbidden"}})
+    done = wait_done(server.url, key, task_id, timeout=20)
+    assert done["status"] == "FAILED"
+    assert "prohibited content" in done["error_message"]
+    assert done["consumed_credits"] == 0
+    assert balance(server.url, key) == 1000
+    upstream = next(t for t in kie.tasks.values() if t.input == {"prompt": "forbidden"})
+    assert kie.polls_by_task[upstream.id] == 0
+
+
+def test_forged_or_misdirected_callbacks_are_refused(
+    server: ServerProcess, kie: FakeKie, key: str
+) -> None:
+    kie.callbacks = False
+    try:
+        task_id = create_task(server.url, key, {"model": T2I, "input": {"prompt": "forgery"}})
+        upstream = eventually(
+            lambda: next((t for t in kie.tasks.values() if t.input == {"prompt": "forgery"}), None)
+        )
+        time.sleep(kie.task_seconds)
+        url = upstream.callback_url or ""
+        body = orjson.dumps({"code": 200, "msg": "ok", "data": kie.record(upstream)})
+        wrong_token = url.rsplit("/", 1)[0] + "/not-the-token"
+        answer = httpx.post(wrong_token, content=body, headers=kie.signature(upstream.id))
+        assert answer.status_code == 404
+        assert answer.json() == {"code": 404, "message": "no such callback", "data": None}
+        unsigned = httpx.post(url, content=body)
+        assert unsigned.status_code == 401
+        assert "not signed" in unsigned.json()["message"]
+        forged = {"X-Webhook-Timestamp": kie.signature(upstream.id)["X-Webhook-Timestamp"]}
+        forged["X-Webhook-Signature"] = "AAAA" + kie.signature("other")["X-Webhook-Signature"][4:]
+        assert httpx.post(url, content=body, headers=forged).status_code == 401
+        stale = kie.signature(upstream.id, timestamp=1_700_000_000)
+        assert httpx.post(url, content=body, headers=stale).status_code == 401
+        assert (
+            httpx.post(url, content=b"{not json", headers=kie.signature(upstream.id)).status_code
+            == 400
+        )
+        # Nothing above finished the task; polling does, as a fallback.
+        assert wait_done(server.url, key, task_id, timeout=20)["status"] == "SUCCESS"
+        # A late (repeated) callback is answered calmly and changes nothing.
+        late = httpx.post(url, content=body, headers=kie.signature(upstream.id))
+        assert late.status_code == 200
+        assert late.json()["data"]["accepted"] is False
+    finally:
+        kie.callbacks = True
+
+
+def test_kie_only_upscales_its_own_images(tmp_path: Path, kie: FakeKie) -> None:
+    # Text-to-image on the preview engine, upscale on kie: kie can't upscale that image.
+    env = kie_env(kie, IMAGINE_ROUTES="upscale=kie", IMAGINE_PREVIEW_DELAY="0")
+    server = start_server(tmp_path / "mixed", env)
+    try:
+        key = new_key(server.url)["key"]
+        image = create_task(server.url, key, {"model": T2I, "input": {"prompt": "local"}})
+        assert wait_done(server.url, key, image)["status"] == "SUCCESS"
+        answer = generate(server.url, key, {"model": UPSCALE, "input": {"task_id": image}})
+        assert answer.status_code == 400
+        message = answer.json()["message"]
+        assert "kie upscales only images it generated" in message
+        assert "preview" in message
+        assert balance(server.url, key) == 1000 - 5  # nothing charged for the refusal
+
+        # Image-to-video of that image goes to kie as our copy of it (kie takes a URL).
+        animated = create_task(
+            server.url, key, {"model": I2V, "input": {"task_id": image, "mode": "normal"}}
+        )
+        assert wait_done(server.url, key, animated)["status"] == "SUCCESS"
+    finally:
+        server.stop()
+
+
+def test_minimal_callbacks_cost_one_poll(tmp_path: Path) -> None:
+    with FakeKie(task_seconds=0.3, callback_shape="minimal") as kie:
+        server = start_server(tmp_path / "minimal", kie_env(kie, IMAGINE_PROVIDER="kie"))
+        try:
+            key = new_key(server.url)["key"]
+            task_id = create_task(server.url, key, {"model": T2I, "input": {"prompt": "short"}})
+            # The client waits without asking (no inline refresh): only the callback helps.
+            deadline_data = _wait_quietly(server, key, task_id)
+            assert deadline_data["status"] == "SUCCESS"
+            (upstream,) = kie.tasks.values()
+            assert kie.polls_by_task[upstream.id] == 1
+        finally:
+            server.stop()
+
+
+def eventually(find: Callable[[], T | None], timeout: float = 10) -> T:
+    deadline = time.monotonic() + timeout
+    while (found := find()) is None:
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.05)
+    return found
+
+
+def _wait_quietly(server: ServerProcess, key: str, task_id: str) -> dict[str, object]:
+    """Wait for a task by reading the database's view only every 2 s."""
+    for _ in range(15):
+        time.sleep(2)
+        answer = httpx.get(
+            f"{server.url}/api/status", params={"task_id": task_id}, headers=auth(key)
+        )
+        data: dict[str, object] = answer.json()["data"]
+        if data["status"] != "IN_PROGRESS":
+            return data
+    raise AssertionError("the task did not finish")
