@@ -12,7 +12,7 @@ UPSTREAM_CALLS = Counter(
 OPERATOR_ERRORS = Counter(
     "imagine_provider_operator_errors_total",
     "Upstream answers only the operator can fix (credentials, upstream balance).",
-    ["provider", "code"],
+    ["provider"],
 )
 TASKS_FINISHED = Counter(
     "imagine_tasks_finished_total", "Tasks that ended, by status.", ["provider", "status"]

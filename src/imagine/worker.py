@@ -262,7 +262,7 @@ class Worker:
 
     async def _settle(self, task: TaskRow, provider: Provider, job: Job, outcome: Outcome) -> None:
         if isinstance(outcome, Pending):
-            values: dict[str, object] = {"checked_at": utc_now()}
+            values: dict[str, object] = {"checked_at": utc_now(), "attempts": 0}
             if job.callback is not None:
                 values["upstream_callback"] = None  # read; don't let it keep the task due
             await self._update(task, **values, **self._schedule(task, outcome.poll_after))

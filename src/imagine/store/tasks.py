@@ -126,10 +126,13 @@ _claim_due = _claim(
     .where(tasks.c.status == IN_PROGRESS, _unleased, tasks.c.next_check_at <= _now)
     .order_by(tasks.c.next_check_at)
 )
+# The status call's inline refresh: never while the task backs off after an error (a
+# 429's Retry-After holds for clients that poll too), and at most once per interval.
 _claim_one = _claim(
     select(tasks.c.id).where(
         tasks.c.id == bindparam("task_id"),
         tasks.c.status == IN_PROGRESS,
+        tasks.c.attempts == 0,
         _unleased,
         or_(
             tasks.c.checked_at.is_(None),
