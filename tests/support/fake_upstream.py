@@ -88,6 +88,9 @@ class FakeUpstream:
         self.scripts: dict[str, deque[Answer]] = {}
         self.calls: Counter[str] = Counter()
         self.call_times: dict[str, list[float]] = {}
+        self.in_flight: Counter[str] = Counter()
+        self.most_in_flight: Counter[str] = Counter()
+        """The most calls of one operation answered at the same time (with `latency`)."""
         self.polls_by_task: Counter[str] = Counter()
         self.result_files: dict[str, tuple[bytes, str]] = {}
         self.result_downloads = 0
@@ -110,7 +113,14 @@ class FakeUpstream:
         self.calls[operation] += 1
         self.call_times.setdefault(operation, []).append(time.monotonic())
         if self.latency:
-            await asyncio.sleep(self.latency)
+            self.in_flight[operation] += 1
+            self.most_in_flight[operation] = max(
+                self.most_in_flight[operation], self.in_flight[operation]
+            )
+            try:
+                await asyncio.sleep(self.latency)
+            finally:
+                self.in_flight[operation] -= 1
         queue = self.scripts.get(operation)
         if not queue:
             return None
