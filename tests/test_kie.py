@@ -240,3 +240,55 @@ def _wait_quietly(server: ServerProcess, key: str, task_id: str) -> dict[str, ob
         if data["status"] != "IN_PROGRESS":
             return data
     raise AssertionError("the task did not finish")
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_callbacks_failover_and_refunds_hold_on_both_engines(tmp_path: Path, engine: str) -> None:
+    """The provider paths that write to the database (callback payloads, the schedule that
+    must not bury them, failover, mirroring, refunds) on each engine."""
+    from tests.support.api import text_to_image
+    from tests.support.databases import (
+        create_postgres_database,
+        drop_postgres_database,
+        ledger_problems,
+        query,
+        sqlalchemy_url,
+    )
+    from tests.support.fake_upstream import Answer
+    from tests.support.fake_xai import FakeXai
+    from tests.support.upstreams import xai_env
+
+    database: str | Path = tmp_path / "engine" / "imagine.db"
+    env: dict[str, str] = {}
+    if engine == "postgres":
+        database = create_postgres_database()
+        env["IMAGINE_DATABASE_URL"] = sqlalchemy_url(database)
+    with FakeKie(task_seconds=0.3) as kie, FakeXai(task_seconds=0.3) as xai:
+        env.update(kie_env(kie), **xai_env(xai))
+        env.update(IMAGINE_PROVIDER="kie", IMAGINE_ROUTES="text-to-image=kie,xai")
+        server = start_server(tmp_path / "engine", env)
+        try:
+            key = new_key(server.url, credits=100)["key"]
+            by_callback = create_task(server.url, key, text_to_image("called back"))
+            assert _wait_quietly(server, key, by_callback)["status"] == "SUCCESS"
+            kie.script("create", Answer(status=455, message="maintenance"))
+            moved = create_task(server.url, key, text_to_image("moved"))
+            assert wait_done(server.url, key, moved)["status"] == "SUCCESS"
+            kie.fail_next.append(("500", "Internal server error"))
+            failed = create_task(server.url, key, text_to_image("failed"))
+            assert wait_done(server.url, key, failed)["status"] == "FAILED"
+            called_back = next(t for t in kie.tasks.values() if t.input["prompt"] == "called back")
+            assert kie.polls_by_task[called_back.id] == 0
+            assert xai.calls["create"] == 1
+            assert balance(server.url, key) == 100 - 5 - 5
+            rows = query(database, "SELECT provider, status FROM tasks ORDER BY created_at")
+            assert [tuple(row) for row in rows] == [
+                ("kie", "SUCCESS"),
+                ("xai", "SUCCESS"),
+                ("kie", "FAILED"),
+            ]
+            assert ledger_problems(database) == []
+        finally:
+            server.stop()
+            if engine == "postgres":
+                drop_postgres_database(str(database))

@@ -24,7 +24,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagine import catalog
-from imagine.config import Rate, SettingsError, load_section
+from imagine.config import Rate, load_section
 from imagine.providers.base import (
     CallbackRejected,
     Failed,
@@ -49,6 +49,8 @@ from imagine.providers.upstream import (
     UpstreamClient,
     classify,
     json_object,
+    probe,
+    required_key,
     retry_after,
 )
 
@@ -83,8 +85,7 @@ class KieProvider:
     engine: Literal["preview", "ai"] = "ai"
     models = frozenset(catalog.MODELS)
 
-    def __init__(self, settings: KieSettings, context: ProviderContext) -> None:
-        assert settings.api_key is not None
+    def __init__(self, settings: KieSettings, api_key: str, context: ProviderContext) -> None:
         self._settings = settings
         self._context = context
         self._callbacks = (
@@ -98,7 +99,7 @@ class KieProvider:
         self._client = UpstreamClient(
             NAME,
             settings.base_url,
-            settings.api_key.get_secret_value(),
+            api_key,
             user_agent=context.user_agent,
             timeout=settings.timeout,
             budget=Budget({CREATE: settings.create_rate, POLL: settings.poll_rate}),
@@ -254,21 +255,12 @@ class KieProvider:
     # -- operations ----------------------------------------------------------------------
 
     async def check(self) -> Health:
-        started = time.perf_counter()
-        try:
+        async def balance() -> float | None:
             response = await self._client.call(ACCOUNT, "GET", "/api/v1/chat/credit")
-            balance = self._data(response, "credit")
-        except ProviderError as exc:
-            reached = "could not reach" not in exc.message and "in time" not in exc.message
-            return Health(ok=False, reachable=reached, detail=exc.message)
-        latency = (time.perf_counter() - started) * 1000
-        return Health(
-            ok=True,
-            reachable=True,
-            detail="credentials accepted",
-            balance=float(balance) if isinstance(balance, int | float) else None,
-            latency_ms=round(latency, 1),
-        )
+            found = self._data(response, "credit")
+            return float(found) if isinstance(found, int | float) else None
+
+        return await probe(balance)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -276,12 +268,7 @@ class KieProvider:
 
 def create(context: ProviderContext) -> KieProvider:
     settings = load_section(KieSettings)
-    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
-        raise SettingsError(
-            "invalid setting IMAGINE_KIE_API_KEY: required, since a route uses kie "
-            "(IMAGINE_PROVIDER or IMAGINE_ROUTES)"
-        )
-    return KieProvider(settings, context)
+    return KieProvider(settings, required_key(settings.api_key, NAME), context)
 
 
 def _made_by_kie(source: SourceTask) -> bool:

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
 import orjson
 from aiolimiter import AsyncLimiter
+from pydantic import SecretStr
 
+from imagine.config import SettingsError
 from imagine.metrics import UPSTREAM_CALLS
-from imagine.providers.base import ProviderError
+from imagine.providers.base import Health, ProviderError
 
 CREATE = "create"
 POLL = "poll"
 ACCOUNT = "account"
+
+
+class Unreachable(ProviderError):
+    """No answer at all: a timeout, a refused or reset connection."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
 
 
 class Budget:
@@ -75,12 +84,10 @@ class UpstreamClient:
             response = await self._http.request(method, path, json=json, params=params)
         except httpx.TimeoutException:
             UPSTREAM_CALLS.labels(self.provider, operation, "timeout").inc()
-            raise ProviderError(f"{self.provider} did not answer in time", retryable=True) from None
+            raise Unreachable(f"{self.provider} did not answer in time") from None
         except httpx.TransportError as exc:
             UPSTREAM_CALLS.labels(self.provider, operation, "unreachable").inc()
-            raise ProviderError(
-                f"could not reach {self.provider} ({type(exc).__name__})", retryable=True
-            ) from None
+            raise Unreachable(f"could not reach {self.provider} ({type(exc).__name__})") from None
         UPSTREAM_CALLS.labels(self.provider, operation, str(response.status_code)).inc()
         return response
 
@@ -162,3 +169,26 @@ def classify(
             f"{provider} had a server error ({code}){said}", retryable=True, retry_after=retry_after
         )
     return ProviderError(f"the provider refused the task ({code}){said}", retryable=False)
+
+
+def required_key(secret: SecretStr | None, provider: str) -> str:
+    """A provider's API key, or the one-line SettingsError that stops the start."""
+    if secret is None or not secret.get_secret_value().strip():
+        raise SettingsError(
+            f"invalid setting IMAGINE_{provider.upper()}_API_KEY: required, since a route "
+            f"uses {provider} (IMAGINE_PROVIDER or IMAGINE_ROUTES)"
+        )
+    return secret.get_secret_value()
+
+
+async def probe(ask: Callable[[], Awaitable[float | None]]) -> Health:
+    """A provider's health from one authenticated call; `ask` returns the balance, if any."""
+    started = time.perf_counter()
+    try:
+        balance = await ask()
+    except ProviderError as exc:
+        return Health(ok=False, reachable=not isinstance(exc, Unreachable), detail=exc.message)
+    latency = round((time.perf_counter() - started) * 1000, 1)
+    return Health(
+        ok=True, reachable=True, detail="credentials accepted", balance=balance, latency_ms=latency
+    )

@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagine import catalog
-from imagine.config import Rate, SettingsError, load_section
+from imagine.config import Rate, load_section
 from imagine.providers.base import (
     Artifact,
     Failed,
@@ -44,6 +44,8 @@ from imagine.providers.upstream import (
     UpstreamClient,
     classify,
     json_object,
+    probe,
+    required_key,
     retry_after,
 )
 
@@ -74,14 +76,13 @@ class XaiProvider:
     engine: Literal["preview", "ai"] = "ai"
     models = frozenset({catalog.TEXT_TO_IMAGE, catalog.TEXT_TO_VIDEO, catalog.IMAGE_TO_VIDEO})
 
-    def __init__(self, settings: XaiSettings, context: ProviderContext) -> None:
-        assert settings.api_key is not None
+    def __init__(self, settings: XaiSettings, api_key: str, context: ProviderContext) -> None:
         self._settings = settings
         self._context = context
         self._client = UpstreamClient(
             NAME,
             settings.base_url,
-            settings.api_key.get_secret_value(),
+            api_key,
             user_agent=context.user_agent,
             timeout=settings.timeout,
             budget=Budget({CREATE: settings.create_rate, POLL: settings.poll_rate}),
@@ -182,16 +183,10 @@ class XaiProvider:
         raise ProviderError(f"xAI answered with an unknown status {status!r}", retryable=True)
 
     async def check(self) -> Health:
-        started = time.perf_counter()
-        try:
+        async def models() -> None:
             _answer(await self._client.call(ACCOUNT, "GET", "/v1/models"))
-        except ProviderError as exc:
-            reached = "could not reach" not in exc.message and "in time" not in exc.message
-            return Health(ok=False, reachable=reached, detail=exc.message)
-        latency = (time.perf_counter() - started) * 1000
-        return Health(
-            ok=True, reachable=True, detail="credentials accepted", latency_ms=round(latency, 1)
-        )
+
+        return await probe(models)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -199,12 +194,7 @@ class XaiProvider:
 
 def create(context: ProviderContext) -> XaiProvider:
     settings = load_section(XaiSettings)
-    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
-        raise SettingsError(
-            "invalid setting IMAGINE_XAI_API_KEY: required, since a route uses xai "
-            "(IMAGINE_PROVIDER or IMAGINE_ROUTES)"
-        )
-    return XaiProvider(settings, context)
+    return XaiProvider(settings, required_key(settings.api_key, NAME), context)
 
 
 def _answer(response: httpx.Response, accept: tuple[int, ...] = (200,)) -> dict[str, Any]:
