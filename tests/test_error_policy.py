@@ -67,9 +67,11 @@ def _run(server: ServerProcess, key: str) -> dict[str, object]:
     ("code", "words", "operator"),
     [
         (401, "refused this server's credentials", True),
+        (403, "refused this server's credentials (upstream 403)", True),
         (402, "out of credits", True),
         (422, "rejected the input: prompt is not allowed", False),
         (505, "disabled at the provider: prompt is not allowed", False),
+        (400, "the provider refused the task (400): prompt is not allowed", False),
     ],
 )
 @pytest.mark.parametrize("in_body", [False, True], ids=["http-status", "body-code"])
@@ -165,12 +167,13 @@ def test_poll_errors_are_retried(server: ServerProcess, kie: FakeKie, key: str) 
         Answer(status=429, message="Rate limit exceeded"),
         Answer(status=500, message="Server Error"),
         Answer(status=200, raw=b'{"code": 200, "data": {"state": "mystery"}}'),
+        Answer(status=404, message="Task not found"),  # not visible yet, just created
     )
     try:
         assert _run(server, key)["status"] == "SUCCESS"
     finally:
         kie.callbacks = True
-    assert not kie.scripts["poll"]  # all three were met, and survived
+    assert not kie.scripts["poll"]  # all four were met, and survived
 
 
 def test_an_upstream_fail_state_fails_with_its_reason(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -226,6 +227,9 @@ def worker(data_dir: DataDir = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await runtime.start(run_worker=True)
+        # As in `serve`: what lives as long as the process is kept out of GC scans.
+        gc.collect()
+        gc.freeze()
         try:
             await stop.wait()
         finally:
