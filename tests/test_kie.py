@@ -292,3 +292,38 @@ def test_callbacks_failover_and_refunds_hold_on_both_engines(tmp_path: Path, eng
             server.stop()
             if engine == "postgres":
                 drop_postgres_database(str(database))
+
+
+def test_mirroring_is_retried_without_asking_the_provider_again(tmp_path: Path) -> None:
+    from tests.support.api import text_to_image
+
+    with FakeKie(task_seconds=0.3, callbacks=False) as kie:
+        env = kie_env(kie, IMAGINE_PROVIDER="kie", IMAGINE_TASK_DEADLINE="12")
+        server = start_server(tmp_path / "mirror", env, public=False)
+        try:
+            key = new_key(server.url, credits=100)["key"]
+            kie.result_failures = 2
+            task_id = create_task(server.url, key, text_to_image("flaky storage"))
+            done = _wait_quietly(server, key, task_id)
+            assert done["status"] == "SUCCESS"
+            (upstream,) = kie.tasks.values()
+            assert kie.result_downloads == 3
+            assert kie.polls_by_task[upstream.id] == 1  # the copy was retried, not the poll
+
+            kie.result_override = b"<html>an error page, not an image</html>"
+            task_id = create_task(server.url, key, text_to_image("not media"))
+            done = _wait_quietly(server, key, task_id)
+            assert done["status"] == "FAILED"
+            assert done["error_message"] == (
+                "the provider's result is not an image or an MP4 video"
+            )
+
+            kie.result_override = None
+            kie.result_failures = 1000
+            task_id = create_task(server.url, key, text_to_image("never stored"))
+            done = _wait_quietly(server, key, task_id)
+            assert done["status"] == "FAILED"
+            assert "did not finish within 12 seconds" in str(done["error_message"])
+            assert balance(server.url, key) == 100 - 5
+        finally:
+            server.stop()

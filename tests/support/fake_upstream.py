@@ -94,6 +94,10 @@ class FakeUpstream:
         self.polls_by_task: Counter[str] = Counter()
         self.result_files: dict[str, tuple[bytes, str]] = {}
         self.result_downloads = 0
+        self.result_failures = 0
+        """The next this-many result downloads answer 503."""
+        self.result_override: bytes | None = None
+        """Serve these bytes (as image/png) instead of every real result."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
@@ -149,6 +153,11 @@ class FakeUpstream:
         if found is None:
             return Response(b"no such file", 404)
         self.result_downloads += 1
+        if self.result_failures > 0:
+            self.result_failures -= 1
+            return Response(b"busy", 503)
+        if self.result_override is not None:
+            return Response(self.result_override, 200, media_type="image/png")
         return Response(found[0], 200, media_type=found[1])
 
     # -- running -----------------------------------------------------------------------
