@@ -167,8 +167,8 @@ class KieProvider:
         given = job.input
         source = job.source
         if job.model == catalog.UPSCALE:
-            assert source is not None
-            assert source.upstream_id
+            if source is None or not source.upstream_id:
+                raise ProviderError("the task to upscale no longer exists", retryable=False)
             return {"task_id": source.upstream_id}
         sent = {
             name: given[name]
@@ -184,7 +184,8 @@ class KieProvider:
             else:
                 # kie takes one image; a source task made elsewhere is sent as our copy.
                 url = source_image_url(given, source)
-                assert url is not None
+                if url is None:
+                    raise ProviderError("the task has no source image", retryable=False)
                 sent["image_urls"] = [url]
         return sent
 
