@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import orjson
@@ -86,7 +87,111 @@ TARGET_P99_S = 1.0
 
 DESCRIPTION = "Upstream calls, peak RSS and finish latency of many tasks against the fake kie."
 
-console = Console()
+# Wide enough for the report table when the output goes to a file or a pipe.
+console = Console() if sys.stdout.isatty() else Console(width=120)
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client over asyncio streams, for the request floods.
+
+    httpx costs about a millisecond of CPU per request and its pool slows down further with
+    thousands of queued requests: as the load generator or the fake's callback sender it
+    would be the bottleneck, not the server. This one costs a small fraction of that and
+    waits for a free connection in FIFO order. It speaks only what the benchmark needs:
+    Content-Length or chunked answers, keep-alive, one retry when a reused idle connection
+    turns out closed (uvicorn closes idle ones after 5 s) before any answer came.
+    """
+
+    IDLE = 3.0
+    """Seconds after which an idle connection is not reused."""
+
+    def __init__(self, base_url: str, connections: int, timeout: float = 60.0) -> None:
+        parts = urlsplit(base_url)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 80
+        self._host_header = f"{self._host}:{self._port}".encode()
+        self._slots = asyncio.Semaphore(connections)
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
+        self._timeout = timeout
+
+    async def request(
+        self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """(status, body) of one request; `target` is the path and query."""
+        head = b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n" % (
+            method.encode(),
+            target.encode(),
+            self._host_header,
+            len(body),
+        )
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n".encode("latin-1")
+        message = head + b"\r\n" + body
+        async with self._slots:
+            for _ in range(2):
+                reader, writer, reused = await self._connection()
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        writer.write(message)
+                        await writer.drain()
+                        status, content, keep = await _answer(reader)
+                except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                    writer.close()
+                    nothing_read = not isinstance(exc, asyncio.IncompleteReadError) or not (
+                        exc.partial
+                    )
+                    if reused and nothing_read:
+                        continue  # the server had closed the idle connection: once more
+                    raise
+                except BaseException:
+                    writer.close()
+                    raise
+                if keep:
+                    self._idle.append((reader, writer, time.monotonic()))
+                else:
+                    writer.close()
+                return status, content
+        raise ConnectionError("the connection closed twice before an answer")
+
+    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        while self._idle:
+            reader, writer, since = self._idle.pop()
+            if time.monotonic() - since < self.IDLE and not reader.at_eof():
+                return reader, writer, True
+            writer.close()
+        reader, writer = await asyncio.open_connection(self._host, self._port)
+        return reader, writer, False
+
+    def close(self) -> None:
+        for _, writer, _ in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """Status, body and whether the connection stays open, of one HTTP/1.1 answer."""
+    lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name:
+            fields[name.strip().lower()] = value.strip()
+    keep = fields.get("connection", "").lower() != "close"
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        chunks = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            chunks.append(await reader.readexactly(size + 2))
+            if size == 0:
+                break
+        return status, b"".join(chunk[:-2] for chunk in chunks), keep
+    if "content-length" in fields:
+        return status, await reader.readexactly(int(fields["content-length"])), keep
+    return status, await reader.read(), False
 
 
 # ---------------------------------------------------------------------------- the fake
@@ -96,9 +201,14 @@ class BenchKie(FakeKie):
     """The fake kie.ai plus two read-only endpoints for the benchmark's counters, and the
     times at which it sent each callback and had it answered."""
 
+    CALLBACK_CONNECTIONS = 100
+    """As many as the fake's own httpx client would open (httpx's default limit)."""
+
     def __init__(self, *, task_seconds: float, callbacks: bool) -> None:
         super().__init__(task_seconds=task_seconds, callbacks=callbacks)
         self.deliveries: dict[str, tuple[float, float]] = {}
+        self.callback_states: dict[str, str] = {}
+        self._senders: dict[str, RawHttp] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -135,13 +245,34 @@ class BenchKie(FakeKie):
                 "callback_status": task.callback_status,
                 "callback_sent": delivered[0] if delivered else None,
                 "callback_answered": delivered[1] if delivered else None,
+                "callback_state": self.callback_states.get(upstream_id),
             }
         return _json(facts)
 
     async def deliver(self, task: KieTask, body: bytes, headers: dict[str, str]) -> None:
+        """As FakeKie.deliver (same request, same bookkeeping), sent with RawHttp: with
+        httpx, thousands of callbacks due within seconds saturate the fake's CPU."""
+        assert task.callback_url is not None
+        parts = urlsplit(task.callback_url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        sender = self._senders.get(origin)
+        if sender is None:
+            sender = self._senders[origin] = RawHttp(origin, self.CALLBACK_CONNECTIONS, 15)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.callback_states[task.id] = str(orjson.loads(body)["data"].get("state"))
         sent = time.time()
-        await super().deliver(task, body, headers)
+        try:
+            status, _ = await sender.request("POST", target, body, headers)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+            status = 0
+        task.callback_status = status
+        self.callbacks_sent.append((task.id, status))
         self.deliveries[task.id] = (sent, time.time())
+
+    async def shutdown(self) -> None:
+        for sender in self._senders.values():
+            sender.close()
+        await super().shutdown()
 
 
 def _json(body: Any) -> Response:
@@ -351,6 +482,7 @@ class Run:
     database: Path
     server: subprocess.Popen[bytes]
     api: httpx.AsyncClient
+    flood: RawHttp
     fake: httpx.AsyncClient
     key: str
     log: Path
@@ -362,17 +494,17 @@ class Run:
 async def create_all(run: Run, clients: int) -> None:
     """Every task through POST /api/generate, `clients` requests at a time; a distinct
     prompt each, so that the fake's records tell how often each task was created."""
-    headers = {"Authorization": f"Bearer {run.key}"}
+    headers = {"Authorization": f"Bearer {run.key}", "Content-Type": "application/json"}
     numbers = iter(range(run.tasks))
     started = time.monotonic()
 
     async def client() -> None:
         for n in numbers:
-            body = {"model": MODEL, "input": {"prompt": f"{PROMPT} #{n}"}}
-            answer = await run.api.post("/api/generate", json=body, headers=headers)
-            if answer.status_code != 200:
-                raise BenchError(f"POST /api/generate answered {answer.status_code}: {answer.text}")
-            run.ids[n] = answer.json()["data"]["task_id"]
+            body = orjson.dumps({"model": MODEL, "input": {"prompt": f"{PROMPT} #{n}"}})
+            status, answer = await run.flood.request("POST", "/api/generate", body, headers)
+            if status != 200:
+                raise BenchError(f"POST /api/generate answered {status}: {answer[:300]!r}")
+            run.ids[n] = orjson.loads(answer)["data"]["task_id"]
 
     await asyncio.gather(*(client() for _ in range(clients)))
     run.create_seconds = time.monotonic() - started
@@ -383,7 +515,8 @@ async def watch_sample(run: Run, sample: list[int], give_up: float) -> list[Watc
     """Watch each sampled task from its upstream ready time, once kie has its id."""
     pending = set(sample)
     watchers: list[asyncio.Task[Watch]] = []
-    async with httpx.AsyncClient(base_url=str(run.api.base_url), timeout=60) as client:
+    client = RawHttp(str(run.api.base_url), 64)
+    try:
         while pending and time.time() < give_up:
             known = [run.ids[n] for n in sorted(pending) if run.ids[n]]
             submitted = await asyncio.to_thread(upstream_ids, run.database, known) if known else {}
@@ -399,20 +532,23 @@ async def watch_sample(run: Run, sample: list[int], give_up: float) -> list[Watc
                         watchers.append(asyncio.create_task(watch_one(client, run, watch, give_up)))
             await asyncio.sleep(0.25)
         return list(await asyncio.gather(*watchers))
+    finally:
+        client.close()
 
 
-async def watch_one(client: httpx.AsyncClient, run: Run, watch: Watch, give_up: float) -> Watch:
+async def watch_one(client: RawHttp, run: Run, watch: Watch, give_up: float) -> Watch:
     await asyncio.sleep(max(0.0, watch.ready - time.time()))
     watch.start_delay_s = max(0.0, time.time() - watch.ready)
     headers = {"Authorization": f"Bearer {run.key}"}
+    target = "/api/status?" + urlencode({"task_id": watch.task_id})
     while time.time() < give_up:
         sent = time.time()
-        answer = await client.get("/api/status", params={"task_id": watch.task_id}, headers=headers)
+        code, answer = await client.request("GET", target, headers=headers)
         received = time.time()
         watch.requests += 1
-        if answer.status_code != 200:
-            raise BenchError(f"GET /api/status answered {answer.status_code}: {answer.text}")
-        status = answer.json()["data"]["status"]
+        if code != 200:
+            raise BenchError(f"GET /api/status answered {code}: {answer[:300]!r}")
+        status = orjson.loads(answer)["data"]["status"]
         if status != "IN_PROGRESS":
             watch.final_status = status
             watch.latency_s = received - watch.ready
@@ -445,10 +581,10 @@ async def follow(run: Run, deadline_after_create: float) -> list[tuple[float, in
             stats = (await run.fake.get("/bench/stats")).json()
             calls = stats["calls"]
             console.print(
-                f"  {elapsed:5.0f} s  created {sum(1 for i in run.ids if i):>6}  "
-                f"kie creates {calls.get('create', 0):>6}  polls {calls.get('poll', 0):>7}  "
-                f"callbacks {sum(stats['callbacks'].values()):>6}  "
-                f"SUCCESS {counts.get('SUCCESS', 0):>6}  FAILED {counts.get('FAILED', 0):>4}  "
+                f"  {elapsed:4.0f} s  generate {sum(1 for i in run.ids if i):>5}  "
+                f"kie: create {calls.get('create', 0):>5} poll {calls.get('poll', 0):>6} "
+                f"callback {sum(stats['callbacks'].values()):>5}  "
+                f"SUCCESS {counts.get('SUCCESS', 0):>5} FAILED {counts.get('FAILED', 0):>3}  "
                 f"RSS {rss / 1024:.0f} MB"
             )
         if run.created_all and ended >= run.tasks:
@@ -502,6 +638,7 @@ async def one_run(args: argparse.Namespace, callbacks: bool, root: Path) -> dict
                     database=data_dir / "imagine.db",
                     server=server,
                     api=api,
+                    flood=RawHttp(base_url, args.clients),
                     fake=fake,
                     key=key,
                     log=log,
@@ -525,6 +662,7 @@ async def one_run(args: argparse.Namespace, callbacks: bool, root: Path) -> dict
                 finally:
                     for job in (creating, watching, following):
                         job.cancel()
+                    run.flood.close()
                 wall = time.time() - wall_before
                 cpu_end = cpu_now(server.pid, fake_pid)
                 memory = memory_kb(server.pid)
@@ -710,8 +848,14 @@ def analyse(
     poll_bound = 0 if callbacks else schedule_polls(args.latency, "min")
     if callbacks and args.latency >= CALLBACK_FALLBACK_POLL:
         poll_bound = 1
+    readies = [float(f["ready"]) for f in facts.values()]
+    last_finish = max((r.finished for r in ended if r.finished is not None), default=None)
     return {
         "tasks": len(records),
+        "finish_window_s": round(last_finish - min(readies), 1)
+        if readies and last_finish
+        else None,
+        "ready_window_s": round(max(readies) - min(readies), 1) if readies else None,
         "statuses": dict(statuses),
         "failures": Counter(r.error for r in records if r.status == "FAILED").most_common(5),
         "peak_in_flight_upstream": peak_overlap(upstream),
@@ -733,6 +877,12 @@ def analyse(
         "schedule_polls_min": 0 if callbacks else schedule_polls(args.latency, "max"),
         "schedule_polls_mean": 0.0 if callbacks else round(schedule_polls_mean(args.latency), 2),
         "callbacks_sent": stats["callbacks"],
+        "callback_states": dict(Counter(str(f["callback_state"]) for f in facts.values())),
+        "callbacks_sent_before_ready": sum(
+            1
+            for f in facts.values()
+            if f["callback_sent"] is not None and f["callback_sent"] < f["ready"]
+        ),
         "callback_answered_after_ready_s": spread(callback_delay),
         "finish_after_ready_s": {group: spread(values) for group, values in finish.items()},
         "status_observed_s": spread(observed),
@@ -804,10 +954,7 @@ def machine_facts() -> dict[str, Any]:
 def _fmt(figures: dict[str, Any], digits: int = 3) -> str:
     if not figures["n"]:
         return "-"
-    return (
-        " / ".join(f"{figures[name]:.{digits}f}" for name in ("p50", "p99", "max"))
-        + f"  (n={figures['n']})"
-    )
+    return " / ".join(f"{figures[name]:.{digits}f}" for name in ("p50", "p99", "max"))
 
 
 def _polls(mode: dict[str, Any], group: str) -> str:
@@ -815,6 +962,16 @@ def _polls(mode: dict[str, Any], group: str) -> str:
     if not figures["n"]:
         return "-"
     return f"{figures['mean']:.2f} / {figures['p99']:g} / {figures['max']:g}"
+
+
+def _callback_states(mode: dict[str, Any]) -> str:
+    if not mode["callbacks_sent"]:
+        return "-"
+    return f"{mode['callback_states']} / {mode['callbacks_sent_before_ready']}"
+
+
+def _windows(mode: dict[str, Any]) -> str:
+    return f"{mode['ready_window_s']} / {mode['finish_window_s']}"
 
 
 def _cpu(mode: dict[str, Any], phase: str) -> str:
@@ -859,6 +1016,7 @@ def print_report(data: dict[str, Any]) -> None:
         row(f"polls per task ({group}): mean / p99 / max", lambda m, g=group: _polls(m, g))
     row("schedule: polls min / mean / max", _schedule)
     row("callbacks sent (by answer)", lambda m: m["callbacks_sent"] or "-")
+    row("callbacks: state told / sent before ready", _callback_states)
     row(
         "callback answered after ready (s) p50/p99/max",
         lambda m: _fmt(m["callback_answered_after_ready_s"]),
@@ -873,6 +1031,7 @@ def print_report(data: dict[str, Any]) -> None:
         "watched: started late / first answer final",
         lambda m: f"{m['watch']['started_late']} / {m['watch']['first_answer_final']}",
     )
+    row("first ready -> last ready / last finish, s", _windows)
     row("peak RSS (VmHWM) MB", lambda m: f"{m['rss_peak_mb']:.0f}")
     row("RSS idle / end MB", lambda m: f"{m['rss_idle_mb']:.0f} / {m['rss_end_mb']:.0f}")
     row("CPU s in creation: server / fake / driver", lambda m: _cpu(m, "create"))
@@ -958,7 +1117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         data = asyncio.run(benchmark(args))
     except (BenchError, httpx.HTTPError) as exc:
-        console.print(f"[red]benchmark failed:[/red] {escape(str(exc))}")
+        console.print(f"[red]benchmark failed:[/red] {type(exc).__name__}: {escape(str(exc))}")
         return 1
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]; the server and the fake are stopped")

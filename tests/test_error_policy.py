@@ -107,7 +107,7 @@ def test_final_submit_errors_fail_and_refund(
 @pytest.mark.parametrize(
     "answer",
     [
-        Answer(status=429, message="Rate limit exceeded", retry_after=1),
+        Answer(status=429, message="Rate limit exceeded", retry_after=3),
         Answer(status=500, message="Server Error"),
         Answer(status=503, message="busy"),
         Answer(status=200, code=500, message="Server Error"),
@@ -128,6 +128,9 @@ def test_transient_submit_errors_are_retried_on_the_same_route(
     assert kie.calls["create"] == creates + 2
     assert xai.calls["create"] == xai_before
     assert balance(server.url, key) == 95
+    if answer.retry_after is not None:
+        first, second = kie.call_times["create"][-2:]
+        assert second - first >= answer.retry_after - 0.1  # Retry-After was honoured
 
 
 def test_transient_errors_move_to_the_next_route_after_the_retries(
@@ -257,3 +260,37 @@ def test_connection_resets_are_retried_then_fail_over(tmp_path: Path, xai: FakeX
         server.stop()
         resetting.close()
         httpx.get(f"{xai.url}/v1/models")  # the shared fake is still fine
+
+
+def test_routes_that_all_fail_are_not_hammered_in_turn(
+    server: ServerProcess, kie: FakeKie, xai: FakeXai, key: str
+) -> None:
+    maintenance = Answer(status=455, message="maintenance", retry_after=2)
+    kie.script("create", maintenance, maintenance)
+    xai.script("create", maintenance)
+    kie_before, xai_before = kie.calls["create"], xai.calls["create"]
+
+    done = _run(server, key)
+
+    assert done["status"] == "SUCCESS", done
+    # kie (455) -> xai at once (455) -> kie after Retry-After (455) -> xai (ok)
+    assert kie.calls["create"] - kie_before == 2
+    assert xai.calls["create"] - xai_before == 2
+    first_xai = xai.call_times["create"][-2]
+    second_kie = kie.call_times["create"][-1]
+    assert second_kie - first_xai >= 1.9
+
+
+@pytest.mark.parametrize(("code", "words"), [(401, "credentials"), (422, "rejected the input")])
+def test_final_errors_while_polling_fail_and_refund(
+    server: ServerProcess, kie: FakeKie, key: str, code: int, words: str
+) -> None:
+    kie.callbacks = False
+    kie.script("poll", Answer(status=code, message="no"))
+    try:
+        done = _run(server, key)
+    finally:
+        kie.callbacks = True
+    assert done["status"] == "FAILED"
+    assert words in str(done["error_message"])
+    assert balance(server.url, key) == 100

@@ -206,8 +206,11 @@ def test_kie_only_upscales_its_own_images(tmp_path: Path, kie: FakeKie) -> None:
         server.stop()
 
 
-def test_minimal_callbacks_cost_one_poll(tmp_path: Path) -> None:
-    with FakeKie(task_seconds=0.3, callback_shape="minimal") as kie:
+@pytest.mark.parametrize("shape", ["minimal", "full"])
+def test_unsigned_or_minimal_callbacks_cost_one_poll(tmp_path: Path, shape: str) -> None:
+    # Without a webhook key only the URL's token vouches for a callback, so kie is asked;
+    # a callback naming only the task needs the same one poll.
+    with FakeKie(task_seconds=0.3, callback_shape=shape) as kie:
         server = start_server(tmp_path / "minimal", kie_env(kie, IMAGINE_PROVIDER="kie"))
         try:
             key = new_key(server.url)["key"]
@@ -216,7 +219,29 @@ def test_minimal_callbacks_cost_one_poll(tmp_path: Path) -> None:
             deadline_data = _wait_quietly(server, key, task_id)
             assert deadline_data["status"] == "SUCCESS"
             (upstream,) = kie.tasks.values()
+            assert upstream.callback_status == 200
             assert kie.polls_by_task[upstream.id] == 1
+        finally:
+            server.stop()
+
+
+def test_the_access_log_never_shows_callback_tokens(tmp_path: Path) -> None:
+    with FakeKie(task_seconds=0.3) as kie:
+        server = ServerProcess(
+            tmp_path / "log", kie_env(kie, IMAGINE_PROVIDER="kie", IMAGINE_LOG_LEVEL="info")
+        )
+        server.env["IMAGINE_PUBLIC_URL"] = server.url
+        server.access_log = True
+        server.start()
+        try:
+            key = new_key(server.url)["key"]
+            task_id = create_task(server.url, key, {"model": T2I, "input": {"prompt": "log"}})
+            assert _wait_quietly(server, key, task_id)["status"] == "SUCCESS"
+            (upstream,) = kie.tasks.values()
+            token = (upstream.callback_url or "").rsplit("/", 1)[1]
+            log = server.log()
+            assert f"POST /callbacks/kie/{task_id}/<token>" in log
+            assert token not in log
         finally:
             server.stop()
 
@@ -263,7 +288,7 @@ def test_callbacks_failover_and_refunds_hold_on_both_engines(tmp_path: Path, eng
     if engine == "postgres":
         database = create_postgres_database()
         env["IMAGINE_DATABASE_URL"] = sqlalchemy_url(database)
-    with FakeKie(task_seconds=0.3) as kie, FakeXai(task_seconds=0.3) as xai:
+    with FakeKie(task_seconds=0.3, webhook_key="k") as kie, FakeXai(task_seconds=0.3) as xai:
         env.update(kie_env(kie), **xai_env(xai))
         env.update(IMAGINE_PROVIDER="kie", IMAGINE_ROUTES="text-to-image=kie,xai")
         server = start_server(tmp_path / "engine", env)
@@ -297,9 +322,11 @@ def test_callbacks_failover_and_refunds_hold_on_both_engines(tmp_path: Path, eng
 def test_mirroring_is_retried_without_asking_the_provider_again(tmp_path: Path) -> None:
     from tests.support.api import text_to_image
 
-    with FakeKie(task_seconds=0.3, callbacks=False) as kie:
+    # Signed callbacks: the result URLs come from the callback, and its retries must keep
+    # their backoff like any other.
+    with FakeKie(task_seconds=0.3, webhook_key="signing-key") as kie:
         env = kie_env(kie, IMAGINE_PROVIDER="kie", IMAGINE_TASK_DEADLINE="12")
-        server = start_server(tmp_path / "mirror", env, public=False)
+        server = start_server(tmp_path / "mirror", env)
         try:
             key = new_key(server.url, credits=100)["key"]
             kie.result_failures = 2
@@ -308,7 +335,7 @@ def test_mirroring_is_retried_without_asking_the_provider_again(tmp_path: Path) 
             assert done["status"] == "SUCCESS"
             (upstream,) = kie.tasks.values()
             assert kie.result_downloads == 3
-            assert kie.polls_by_task[upstream.id] == 1  # the copy was retried, not the poll
+            assert kie.polls_by_task[upstream.id] == 0  # the copy was retried, not kie asked
 
             kie.result_override = b"<html>an error page, not an image</html>"
             task_id = create_task(server.url, key, text_to_image("not media"))
@@ -320,10 +347,13 @@ def test_mirroring_is_retried_without_asking_the_provider_again(tmp_path: Path) 
 
             kie.result_override = None
             kie.result_failures = 1000
+            downloads = kie.result_downloads
             task_id = create_task(server.url, key, text_to_image("never stored"))
             done = _wait_quietly(server, key, task_id)
             assert done["status"] == "FAILED"
             assert "did not finish within 12 seconds" in str(done["error_message"])
+            # Backoff (1-2 s, 2-4 s, 4-8 s ...) within 12 s: a handful of tries, not a flood.
+            assert kie.result_downloads - downloads <= 6
             assert balance(server.url, key) == 100 - 5
         finally:
             server.stop()

@@ -73,6 +73,15 @@ def imagine(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.Compl
             "error: invalid setting IMAGINE_KIE_POLL_RATE: write the rate as CALLS/SECONDS, "
             "for example 20/10s or 10/s",
         ),
+        (
+            {
+                "IMAGINE_PROVIDER": "kie",
+                "IMAGINE_KIE_API_KEY": "k",
+                "IMAGINE_KIE_CALLBACKS": "true",
+            },
+            "error: invalid setting IMAGINE_KIE_CALLBACKS: kie can only call back a public "
+            "address; set IMAGINE_PUBLIC_URL too",
+        ),
     ],
     ids=[
         "kie-key",
@@ -82,6 +91,7 @@ def imagine(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.Compl
         "unknown-model",
         "syntax",
         "rate",
+        "callbacks",
     ],
 )
 def test_a_route_that_cannot_run_stops_the_start_with_one_line(
@@ -121,6 +131,11 @@ def test_providers_check_reports_reachability_and_the_kie_balance(tmp_path: Path
         assert kie_row["ok"] is False
         assert kie_row["reachable"] is True
         assert "credentials" in kie_row["detail"]
+        # xAI answers a bad key with a 400; it still reads as the operator's problem.
+        bad_xai = {**env, "IMAGINE_XAI_API_KEY": "x"}
+        done = imagine(tmp_path, "providers", "check", "--json", env=bad_xai)
+        xai_row = next(row for row in json.loads(done.stdout) if row["name"] == "xai")
+        assert "refused this server's credentials" in xai_row["detail"]
 
     gone = {"IMAGINE_PROVIDER": "kie", "IMAGINE_KIE_API_KEY": "k"}
     gone["IMAGINE_KIE_BASE_URL"] = f"http://127.0.0.1:{free_port()}"

@@ -38,11 +38,16 @@ from imagine.providers.registry import ProviderRouter, UnknownProvider
 from imagine.services.tasks import finish_failure, finish_success, source_task
 from imagine.storage import LocalStorage
 from imagine.store import tasks as repo
-from imagine.store.db import Database
+from imagine.store.db import Database, Tx
 from imagine.store.tasks import TaskRow
 
 logger = logging.getLogger("imagine.worker")
 
+STEP_TIMEOUT = 600.0
+"""Seconds one provider call or one copy of results may take before it counts as failed."""
+TRIED = "_tried"
+"""provider_state key before submission: routes already tried, and the attempt count when
+the task moved to its current one."""
 MIRRORING = "_mirroring"
 """provider_state key: result URLs known but not yet copied (a retry copies, not polls)."""
 
@@ -78,8 +83,9 @@ class Worker:
         self._concurrency = concurrency
         self._poll_interval = poll_interval
         self._lease = timedelta(seconds=lease_seconds)
-        # A provider call may not outlive the lease, or another worker could take the task.
-        self._call_timeout = lease_seconds * 0.8
+        # Steps renew their lease while they run (a synchronous xAI image or a large copy
+        # may take minutes); this only bounds a step whose provider never answers.
+        self._call_timeout = STEP_TIMEOUT
         self._refresh_timeout = refresh_timeout
         self._refresh_interval = timedelta(seconds=refresh_interval)
         self._wake = asyncio.Event()
@@ -189,6 +195,7 @@ class Worker:
     # -- one step of one task ---------------------------------------------------------
 
     async def _advance(self, task: TaskRow) -> None:
+        heartbeat = asyncio.create_task(self._keep_lease(task))
         try:
             await self._step(task)
         except asyncio.CancelledError:
@@ -197,6 +204,19 @@ class Worker:
         except Exception:
             logger.exception("task %s: step failed; it will be retried", task.id)
             await self._retry_later(task, None)
+        finally:
+            heartbeat.cancel()
+
+    async def _keep_lease(self, task: TaskRow) -> None:
+        """Renew the lease of a step that runs long, so no other worker takes the task."""
+        period = self._lease.total_seconds() / 3
+
+        async def renew(tx: Tx) -> None:
+            await repo.update_leased(tx, task.id, self.id, lease_expires_at=utc_now() + self._lease)
+
+        while True:
+            await asyncio.sleep(period)
+            await self._db.write(renew)
 
     async def _step(self, task: TaskRow) -> None:
         now = utc_now()
@@ -262,10 +282,9 @@ class Worker:
 
     async def _settle(self, task: TaskRow, provider: Provider, job: Job, outcome: Outcome) -> None:
         if isinstance(outcome, Pending):
-            values: dict[str, object] = {"checked_at": utc_now(), "attempts": 0}
-            if job.callback is not None:
-                values["upstream_callback"] = None  # read; don't let it keep the task due
-            await self._update(task, **values, **self._schedule(task, outcome.poll_after))
+            await self._update(
+                task, checked_at=utc_now(), attempts=0, **self._schedule(task, outcome.poll_after)
+            )
         elif isinstance(outcome, Succeeded):
             try:
                 async with asyncio.timeout(self._call_timeout):
@@ -329,22 +348,49 @@ class Worker:
         attempts = task.attempts + 1
         # Only a task the upstream doesn't have yet can move; a submitted one is polled
         # where it runs (moving it would pay for it twice).
-        if task.upstream_id is None and (error.failover or attempts >= self._failover_after):
-            successor = self._router.failover(task.model, task.provider, job.input, job.source)
-            if successor is not None:
-                FAILOVERS.labels(provider.name, successor.name).inc()
-                logger.warning(
-                    "task %s: %s (%s); moving to %s",
-                    task.id,
-                    provider.name,
-                    error.message,
-                    successor.name,
-                )
-                await self._update(
-                    task, provider=successor.name, attempts=0, **self._schedule(task, 0)
-                )
-                return
+        if task.upstream_id is None:
+            state = task.provider_state or {}
+            tried = dict(state.get(TRIED) or {})
+            on_this_route = attempts - int(tried.get(task.provider, 0))
+            if error.failover or on_this_route >= self._failover_after:
+                successor = self._router.failover(task.model, task.provider, job.input, job.source)
+                if successor is not None:
+                    await self._move(task, provider, successor, error, attempts, tried)
+                    return
         await self._retry_later(task, error)
+
+    async def _move(
+        self,
+        task: TaskRow,
+        provider: Provider,
+        successor: Provider,
+        error: ProviderError,
+        attempts: int,
+        tried: dict[str, int],
+    ) -> None:
+        """Fail over to the next route: at once the first time round the routes; after
+        that with the backoff (and Retry-After) that staying would have had, so that routes
+        which all fail are not hammered in turn."""
+        first_visit = successor.name not in tried
+        tried[task.provider] = tried.get(task.provider, 0)
+        tried[successor.name] = attempts
+        delay = 0.0 if first_visit else retry_delay(attempts, error.retry_after)
+        FAILOVERS.labels(provider.name, successor.name).inc()
+        logger.warning(
+            "task %s: %s (%s); moving to %s in %.1fs",
+            task.id,
+            provider.name,
+            error.message,
+            successor.name,
+            delay,
+        )
+        await self._update(
+            task,
+            provider=successor.name,
+            attempts=attempts,
+            provider_state={TRIED: tried},
+            **self._schedule(task, delay),
+        )
 
     async def _job(self, task: TaskRow) -> Job:
         source = None
@@ -375,6 +421,10 @@ class Worker:
         return values
 
     async def _update(self, task: TaskRow, **values: object) -> bool:
+        if task.upstream_callback is not None and "upstream_id" not in values:
+            # This step has read the callback; left in place it would keep the task due
+            # now, and every retry would skip its backoff.
+            values["upstream_callback"] = None
         stored = await self._db.write(lambda tx: repo.update_leased(tx, task.id, self.id, **values))
         if not stored:
             logger.warning("task %s: lease lost or task already ended; step dropped", task.id)

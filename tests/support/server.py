@@ -41,6 +41,7 @@ class ServerProcess:
         self.log_path = data_dir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.no_worker = False
+        self.access_log = False
 
     def start(self) -> ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,8 @@ class ServerProcess:
 
     def _spawn(self, log: BinaryIO) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "imagine", "serve", "--port", str(self.port)]
-        command += ["--data-dir", str(self.data_dir), "--no-access-log"]
+        command += ["--data-dir", str(self.data_dir)]
+        command.append("--access-log" if self.access_log else "--no-access-log")
         if self.no_worker:
             command.append("--no-worker")
         return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)

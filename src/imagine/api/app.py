@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,6 +35,7 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings, public_url=public_url)
         app.state.runtime = runtime
+        logging.getLogger("uvicorn.access").addFilter(_hide_callback_tokens)
         await runtime.start(run_worker=run_worker)
         # Everything built so far lives as long as the process. Frozen, the cyclic GC stops
         # re-scanning it on every full collection, and young collections run less often:
@@ -70,6 +72,15 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     app.mount("/files", StaticFiles(directory=settings.files_dir), name="files")
     _document_manual_bodies(app, [GenerateRequest, StatusRequest, KeyCreate, CreditGrant])
     return app
+
+
+def _hide_callback_tokens(record: logging.LogRecord) -> bool:
+    """Access-log lines of upstream callbacks without the secret last part of their path."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) >= 3 and str(args[2]).startswith("/callbacks/"):
+        path = str(args[2]).partition("?")[0].rsplit("/", 1)[0] + "/<token>"
+        record.args = (*args[:2], path, *args[3:])
+    return True
 
 
 def _document_manual_bodies(app: FastAPI, models: list[type[Any]]) -> None:

@@ -24,7 +24,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagine import catalog
-from imagine.config import Rate, load_section
+from imagine.config import Rate, SettingsError, load_section
 from imagine.providers.base import (
     CallbackRejected,
     Failed,
@@ -93,6 +93,11 @@ class KieProvider:
             if settings.callbacks is not None
             else context.settings.public_url is not None
         )
+        if self._callbacks and context.settings.public_url is None:
+            raise SettingsError(
+                "invalid setting IMAGINE_KIE_CALLBACKS: kie can only call back a public "
+                "address; set IMAGINE_PUBLIC_URL too"
+            )
         self._webhook_key = (
             settings.webhook_key.get_secret_value().encode() if settings.webhook_key else None
         )
@@ -113,16 +118,22 @@ class KieProvider:
         self, model: str, given: Mapping[str, Any], source: SourceTask | None
     ) -> str | None:
         if model == catalog.UPSCALE and (source is None or not _made_by_kie(source)):
-            made_by = f"was made by {source.provider}" if source else "is not a kie task"
+            made = f"{source.model} task made by {source.provider}" if source else "no kie task"
             return (
-                "kie upscales only images it generated with grok-imagine/text-to-image; "
-                f"that task {made_by}. Upscale a text-to-image task that ran on kie"
+                "input.task_id: kie upscales only images it generated with "
+                f"grok-imagine/text-to-image; task {given.get('task_id')} is a {made}"
             )
         if model == catalog.IMAGE_TO_VIDEO and source is not None and not _made_by_kie(source):
             if given.get("mode") == "spicy":
                 return (
-                    "kie offers mode spicy only for images it generated itself; "
-                    "use mode fun or normal"
+                    "input.mode: kie offers spicy only for images it generated itself; "
+                    "use fun or normal"
+                )
+            if self._context.settings.public_url is None:
+                # kie is sent our copy's URL, which must be reachable from kie.
+                return (
+                    "input.task_id: kie can animate an image it did not make only from a "
+                    "public URL, and this server has no IMAGINE_PUBLIC_URL"
                 )
             return source_index_problem(given, source)
         return None
@@ -145,7 +156,9 @@ class KieProvider:
         )
 
     async def poll(self, job: Job) -> Outcome:
-        if job.callback is not None:
+        if job.callback is not None and job.callback.get("signed"):
+            # Signed by kie: its word is taken as is, no poll needed. An unsigned callback
+            # (only the URL's token vouches for it) just makes us ask kie now.
             told = _outcome_of(job.callback.get("data"), lambda: 0.0)
             if told is not None and not isinstance(told, Pending):
                 return told
@@ -236,8 +249,7 @@ class KieProvider:
             raise CallbackRejected("the callback is about another task", 400)
         if self._webhook_key is not None:
             self._check_signature(headers, told_id)
-        assert isinstance(payload, dict)
-        return payload
+        return {"signed": self._webhook_key is not None, "data": data}
 
     def _check_signature(self, headers: Mapping[str, str], task_id: str) -> None:
         timestamp = headers.get("x-webhook-timestamp", "")

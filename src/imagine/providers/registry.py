@@ -99,7 +99,7 @@ class ProviderRouter:
             if reason is None:
                 return provider
             reasons.append(reason if len(chosen) == 1 else f"{name}: {reason}")
-        raise BadRequest(f"input.task_id: {'; '.join(reasons)}")
+        raise BadRequest("; ".join(reasons))
 
     def failover(
         self, model: str, current: str, given: Mapping[str, Any], source: SourceTask | None

@@ -201,7 +201,11 @@ def _answer(response: httpx.Response, accept: tuple[int, ...] = (200,)) -> dict[
     """The JSON body of an accepted answer; errors raise per the shared policy."""
     body = json_object(response)
     if response.status_code not in accept:
-        raise classify(NAME, response.status_code, _detail(body), retry_after=retry_after(response))
+        detail = _detail(body)
+        code = response.status_code
+        if code == 400 and "api key" in detail.lower():
+            code = 401  # xAI answers a bad key with 400; it is the operator's to fix
+        raise classify(NAME, code, detail, retry_after=retry_after(response))
     if body is None:
         raise ProviderError("xAI answered with something that is not JSON", retryable=True)
     return body
