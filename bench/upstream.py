@@ -2,22 +2,27 @@
 
     uv run python -m bench.upstream [--tasks 10000] [--latency 30] [--out result.json]
     uv run python -m bench.upstream --quick          # 300 tasks, 5 s upstream latency
+    uv run python -m bench.upstream --modes signed,unsigned,polling --concurrency 64
 
-One invocation makes two runs, each with a fresh data dir and a fresh fake: kie callbacks
-on (IMAGINE_PUBLIC_URL set, so kie is given a callBackUrl) and off (the worker polls kie on
-its backoff schedule). Each run starts one `imagine serve` process (API and worker in the
-same process) pinned to CPU core 0, and the fake kie.ai (tests/support/fake_kie.py) in a
-process of its own on the other cores, so that the server's memory is its own. It creates
-all tasks through POST /api/generate as fast as the server takes them, so that they are in
-flight upstream together, then waits until every task has ended. It measures:
+One invocation makes one run per mode, each with a fresh data dir and a fresh fake:
+`signed` (kie callbacks, signed with a webhook key on both sides: IMAGINE_PUBLIC_URL and
+IMAGINE_KIE_WEBHOOK_KEY set), `unsigned` (callbacks without a webhook key, which the server
+confirms with one poll) and `polling` (no callbacks: the worker polls kie on its backoff
+schedule); the default is signed then polling. Each run starts one `imagine serve` process
+(API and worker in the same process) pinned to CPU core 0, and the fake kie.ai
+(tests/support/fake_kie.py) in a process of its own on the other cores, so that the
+server's memory is its own. It creates all tasks through POST /api/generate as fast as the
+server takes them, so that they are in flight upstream together, then waits until every
+task has ended. It measures:
 
 - upstream calls per finished task, counted by the fake: createTask and recordInfo;
 - the server's peak RSS (VmHWM of /proc/<pid>/status), and VmRSS once a second;
 - the time from the upstream finishing (the fake's `ready` time) to the task showing
   SUCCESS: for every task from the database (`finished_at` minus `ready`), and for a
-  sample of tasks as a client sees it, by polling GET /api/status at 20 Hz from the
-  task's `ready` time. A status call on a task in progress may poll kie once (the inline
-  refresh), so upstream polls are reported for watched and unwatched tasks separately.
+  sample of tasks as a client sees it, by polling GET /api/status from the task's `ready`
+  time (at 20 Hz for 2 s, then once a second). A status call on a task in progress may
+  poll kie once (the inline refresh), so upstream polls are reported for watched and
+  unwatched tasks separately.
 
 The server's kie call budgets are raised out of the way (IMAGINE_KIE_POLL_RATE and
 IMAGINE_KIE_CREATE_RATE = 100000/1s; the defaults are kie's account limits, 10/1s and
@@ -72,6 +77,10 @@ SERVER_CORE = 0
 UNLIMITED_RATE = "100000/1s"
 SERVER_START_TIMEOUT = 60.0
 WATCH_HZ = 20.0
+WATCH_FAST_SECONDS = 2.0
+"""Watched tasks are asked about at WATCH_HZ for this long after they are ready, then once
+a second: every status call on a task in progress costs the server a write (the inline
+refresh's claim), so a fast watch of many late tasks would slow down what it measures."""
 PROGRESS_EVERY = 5.0
 
 # kie's polling guidance as src/imagine/providers/kie.py (_next_poll) applies it:
@@ -80,6 +89,7 @@ POLL_RULES = ((30.0, 2.0, 3.0), (120.0, 5.0, 10.0), (math.inf, 15.0, 30.0))
 CALLBACK_FALLBACK_POLL = 45.0
 """With callbacks, the first poll only checks for a lost callback, 45 s after create."""
 
+MODES = ("signed", "unsigned", "polling")
 TARGET_CREATES = 1
 TARGET_POLLS_WITH_CALLBACKS = 1
 TARGET_RSS_MB = 300.0
@@ -204,8 +214,8 @@ class BenchKie(FakeKie):
     CALLBACK_CONNECTIONS = 100
     """As many as the fake's own httpx client would open (httpx's default limit)."""
 
-    def __init__(self, *, task_seconds: float, callbacks: bool) -> None:
-        super().__init__(task_seconds=task_seconds, callbacks=callbacks)
+    def __init__(self, *, task_seconds: float, callbacks: bool, webhook_key: str | None) -> None:
+        super().__init__(task_seconds=task_seconds, callbacks=callbacks, webhook_key=webhook_key)
         self.deliveries: dict[str, tuple[float, float]] = {}
         self.callback_states: dict[str, str] = {}
         self._senders: dict[str, RawHttp] = {}
@@ -279,26 +289,30 @@ def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), 200, media_type="application/json")
 
 
-def serve_fake(conn: Connection, latency: float, callbacks: bool, cores: list[int]) -> None:
+def serve_fake(
+    conn: Connection, latency: float, callbacks: bool, webhook_key: str | None, cores: list[int]
+) -> None:
     """The fake's process: serve until the parent says stop or goes away."""
     if cores:
         os.sched_setaffinity(0, cores)
     # Ctrl-C reaches the whole process group; the parent stops us in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with BenchKie(task_seconds=latency, callbacks=callbacks) as fake:
+    with BenchKie(task_seconds=latency, callbacks=callbacks, webhook_key=webhook_key) as fake:
         conn.send(fake.url)
         with suppress(EOFError):
             conn.recv()
 
 
 @contextmanager
-def fake_kie(latency: float, callbacks: bool, cores: list[int]) -> Iterator[tuple[str, int]]:
+def fake_kie(
+    latency: float, callbacks: bool, webhook_key: str | None, cores: list[int]
+) -> Iterator[tuple[str, int]]:
     """A BenchKie in a child process; yields its URL and process id."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     process = context.Process(
         target=serve_fake,
-        args=(theirs, latency, callbacks, cores),
+        args=(theirs, latency, callbacks, webhook_key, cores),
         name="fake-kie",
         daemon=True,
     )
@@ -343,7 +357,13 @@ def running_server(
 
 
 def server_env(
-    *, admin_token: str, fake_url: str, base_url: str, callbacks: bool, concurrency: int
+    *,
+    admin_token: str,
+    fake_url: str,
+    base_url: str,
+    callbacks: bool,
+    webhook_key: str | None,
+    concurrency: int,
 ) -> dict[str, str]:
     # Nothing of the caller's own IMAGINE_* settings: every run is configured the same.
     env = {name: value for name, value in os.environ.items() if not name.startswith("IMAGINE_")}
@@ -360,6 +380,8 @@ def server_env(
     )
     if callbacks:
         env["IMAGINE_PUBLIC_URL"] = base_url
+    if webhook_key is not None:
+        env["IMAGINE_KIE_WEBHOOK_KEY"] = webhook_key
     return env
 
 
@@ -554,7 +576,8 @@ async def watch_one(client: RawHttp, run: Run, watch: Watch, give_up: float) -> 
             watch.latency_s = received - watch.ready
             watch.first_answer_final = watch.requests == 1
             return watch
-        await asyncio.sleep(max(0.0, sent + 1 / WATCH_HZ - time.time()))
+        gap = 1 / WATCH_HZ if sent - watch.ready < WATCH_FAST_SECONDS else 1.0
+        await asyncio.sleep(max(0.0, sent + gap - time.time()))
     return watch
 
 
@@ -598,9 +621,10 @@ async def follow(run: Run, deadline_after_create: float) -> list[tuple[float, in
             )
 
 
-async def one_run(args: argparse.Namespace, callbacks: bool, root: Path) -> dict[str, Any]:
-    """One mode, end to end: fake, server, tasks, figures."""
-    mode = "callbacks" if callbacks else "polling"
+async def one_run(args: argparse.Namespace, mode: str, root: Path) -> dict[str, Any]:
+    """One mode (signed, unsigned or polling), end to end: fake, server, tasks, figures."""
+    callbacks = mode != "polling"
+    webhook_key = secrets.token_urlsafe(24) if mode == "signed" else None
     data_dir = root / mode / "data"
     data_dir.mkdir(parents=True)
     log = root / mode / "server.log"
@@ -612,12 +636,13 @@ async def one_run(args: argparse.Namespace, callbacks: bool, root: Path) -> dict
         f"[bold]{mode}[/bold]: {args.tasks} tasks, {args.latency:g} s upstream latency, "
         f"worker concurrency {args.concurrency}"
     )
-    with fake_kie(args.latency, callbacks, others) as (fake_url, fake_pid):
+    with fake_kie(args.latency, callbacks, webhook_key, others) as (fake_url, fake_pid):
         env = server_env(
             admin_token=admin_token,
             fake_url=fake_url,
             base_url=base_url,
             callbacks=callbacks,
+            webhook_key=webhook_key,
             concurrency=args.concurrency,
         )
         command = imagine("serve", "--port", str(port), "--data-dir", str(data_dir))
@@ -674,7 +699,7 @@ async def one_run(args: argparse.Namespace, callbacks: bool, root: Path) -> dict
     warnings = [
         line
         for line in log.read_text(errors="replace").splitlines()
-        if re.search(r"WARNING|ERROR|Traceback|lease lost|failed", line)
+        if re.search(r"WARNING|ERROR|Traceback|lease lost|failed|retrying", line)
     ]
     return {
         "mode": mode,
@@ -692,7 +717,7 @@ async def one_run(args: argparse.Namespace, callbacks: bool, root: Path) -> dict
         "fake_stats": stats,
         "log_warnings": len(warnings),
         "log_warning_lines": warnings[:20],
-        **analyse(args, callbacks, records, facts, stats, watches),
+        **analyse(args, mode, records, facts, stats, watches),
     }
 
 
@@ -813,7 +838,7 @@ def peak_overlap(intervals: Sequence[tuple[float, float]]) -> int:
 
 def analyse(
     args: argparse.Namespace,
-    callbacks: bool,
+    mode: str,
     records: list[TaskRecord],
     facts: dict[str, dict[str, Any]],
     stats: dict[str, Any],
@@ -845,9 +870,8 @@ def analyse(
     ours = [(r.created, r.finished or math.inf) for r in records]
     observed = [w.latency_s for w in watches if w.latency_s is not None]
     finished_count = max(1, len(ended))
-    poll_bound = 0 if callbacks else schedule_polls(args.latency, "min")
-    if callbacks and args.latency >= CALLBACK_FALLBACK_POLL:
-        poll_bound = 1
+    callbacks = mode != "polling"
+    poll_bound = expected_polls(mode, args.latency)
     readies = [float(f["ready"]) for f in facts.values()]
     last_finish = max((r.finished for r in ended if r.finished is not None), default=None)
     return {
@@ -874,8 +898,10 @@ def analyse(
         "polls": {group: spread(values, 2) for group, values in polls.items()},
         "polls_histogram": dict(sorted(Counter(int(n) for n in polls["all"]).items())),
         "schedule_polls_max": poll_bound,
-        "schedule_polls_min": 0 if callbacks else schedule_polls(args.latency, "max"),
-        "schedule_polls_mean": 0.0 if callbacks else round(schedule_polls_mean(args.latency), 2),
+        "schedule_polls_min": poll_bound if callbacks else schedule_polls(args.latency, "max"),
+        "schedule_polls_mean": float(poll_bound)
+        if callbacks
+        else round(schedule_polls_mean(args.latency), 2),
         "callbacks_sent": stats["callbacks"],
         "callback_states": dict(Counter(str(f["callback_state"]) for f in facts.values())),
         "callbacks_sent_before_ready": sum(
@@ -895,6 +921,17 @@ def analyse(
             "final_statuses": dict(Counter(str(w.final_status) for w in watches)),
         },
     }
+
+
+def expected_polls(mode: str, latency: float) -> int:
+    """The most polls per task the server's design makes, no client polling status: with
+    a signed callback none, with an unsigned one the poll that confirms it, without
+    callbacks the backoff schedule's (every gap at its shortest); with callbacks, one
+    more when the 45 s fallback poll comes before the task ends."""
+    if mode == "polling":
+        return schedule_polls(latency, "min")
+    fallback = 1 if latency >= CALLBACK_FALLBACK_POLL else 0
+    return (1 if mode == "unsigned" else 0) + fallback
 
 
 def targets(mode: dict[str, Any], callbacks: bool) -> list[tuple[str, str, bool | None]]:
@@ -980,8 +1017,6 @@ def _cpu(mode: dict[str, Any], phase: str) -> str:
 
 
 def _schedule(mode: dict[str, Any]) -> str:
-    if mode["mode"] == "callbacks":
-        return "-"
     low, mean, high = (mode[f"schedule_polls_{name}"] for name in ("min", "mean", "max"))
     return f"{low} / {mean:.1f} / {high}"
 
@@ -1014,7 +1049,7 @@ def print_report(data: dict[str, Any]) -> None:
     )
     for group in ("all", "unwatched", "watched"):
         row(f"polls per task ({group}): mean / p99 / max", lambda m, g=group: _polls(m, g))
-    row("schedule: polls min / mean / max", _schedule)
+    row("polls by design: min / mean / max", _schedule)
     row("callbacks sent (by answer)", lambda m: m["callbacks_sent"] or "-")
     row("callbacks: state told / sent before ready", _callback_states)
     row(
@@ -1049,12 +1084,12 @@ def print_report(data: dict[str, Any]) -> None:
 
 
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    modes = {"both": (True, False), "callbacks": (True,), "polling": (False,)}[args.only]
+    modes = args.modes
     results = []
     with tempfile.TemporaryDirectory(prefix="imagine-bench-upstream-") as tmp:
-        for callbacks in modes:
-            mode = await one_run(args, callbacks, Path(tmp))
-            mode["targets"] = targets(mode, callbacks)
+        for name in modes:
+            mode = await one_run(args, name, Path(tmp))
+            mode["targets"] = targets(mode, name != "polling")
             results.append(mode)
     return {
         "machine": machine_facts(),
@@ -1065,6 +1100,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "api_clients": args.clients,
             "watch_sample": args.sample,
             "watch_hz": WATCH_HZ,
+            "watch_fast_s": WATCH_FAST_SECONDS,
             "kie_poll_rate": UNLIMITED_RATE,
             "kie_create_rate": UNLIMITED_RATE,
             "server_core": SERVER_CORE if args.pin else None,
@@ -1078,24 +1114,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.upstream", description=DESCRIPTION)
     parser.add_argument("--tasks", type=int, default=None, help="tasks per run (10000)")
     parser.add_argument("--latency", type=float, default=None, help="upstream seconds (30)")
-    parser.add_argument("--sample", type=int, default=None, help="tasks watched via status (200)")
+    parser.add_argument("--sample", type=int, default=None, help="tasks watched via status (50)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 300 tasks, 5 s latency")
     parser.add_argument("--concurrency", type=int, default=512, help="IMAGINE_WORKER_CONCURRENCY")
     parser.add_argument("--clients", type=int, default=64, help="concurrent generate requests")
     parser.add_argument(
         "--timeout", type=float, default=600, help="seconds allowed after latency to finish"
     )
-    parser.add_argument("--only", choices=("both", "callbacks", "polling"), default="both")
+    parser.add_argument(
+        "--modes",
+        default="signed,polling",
+        help="comma-separated runs, in order: signed (callbacks with a webhook key), "
+        "unsigned (callbacks without one) and polling (no callbacks)",
+    )
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     quick = {"tasks": 300, "latency": 5.0, "sample": 30}
-    full = {"tasks": 10_000, "latency": 30.0, "sample": 200}
+    full = {"tasks": 10_000, "latency": 30.0, "sample": 50}
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.tasks < 1 or args.latency <= 0 or args.sample < 0 or args.clients < 1:
         parser.error("--tasks and --clients must be at least 1, --latency positive")
+    args.modes = [name.strip() for name in args.modes.split(",") if name.strip()]
+    if not args.modes or set(args.modes) - set(MODES):
+        parser.error(f"--modes: name one or more of {', '.join(MODES)}")
     if not 1 <= args.concurrency <= 1024:
         parser.error("--concurrency must be 1 to 1024 (the server's limit)")
     return args
