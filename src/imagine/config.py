@@ -122,7 +122,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds after which an unfinished task fails and is refunded.",
     )
-    worker_concurrency: int = Field(default=8, ge=1, le=1024, description="Tasks advanced at once.")
+    worker_concurrency: int = Field(
+        default=64, ge=1, le=1024, description="Tasks advanced at once (each mostly waits)."
+    )
     worker_poll_interval: float = Field(
         default=0.5, gt=0, le=60, description="Seconds between looks for due tasks."
     )

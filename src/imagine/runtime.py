@@ -6,7 +6,7 @@ import httpx
 
 from imagine import __version__
 from imagine.config import Settings
-from imagine.fetch import Fetcher
+from imagine.fetch import DOWNLOADS_AT_ONCE, Fetcher
 from imagine.providers.base import ProviderContext
 from imagine.providers.registry import ProviderRouter, build_router
 from imagine.services.tasks import TaskService
@@ -44,7 +44,11 @@ class Runtime:
         self.db = Database(settings.resolved_database_url)
         self.storage = LocalStorage(settings.files_dir, public_url)
         self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(15.0, connect=5.0), headers={"user-agent": USER_AGENT}
+            timeout=httpx.Timeout(15.0, connect=5.0),
+            headers={"user-agent": USER_AGENT},
+            limits=httpx.Limits(
+                max_connections=DOWNLOADS_AT_ONCE, max_keepalive_connections=DOWNLOADS_AT_ONCE
+            ),
         )
         self.fetcher = Fetcher(
             self.storage,
@@ -74,6 +78,7 @@ class Runtime:
             on_created=self.worker.wake,
             refresh=self.worker.refresh,
             is_own_url=self.fetcher.is_own_url,
+            refresh_interval=settings.status_refresh_interval,
         )
 
     async def start(self, *, run_worker: bool) -> None:

@@ -8,6 +8,7 @@ upstream, so we wait for a slot here rather than spend one on a 429.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +23,8 @@ from imagine.config import SettingsError
 from imagine.metrics import UPSTREAM_CALLS
 from imagine.providers.base import Health, ProviderError
 
+CALLS_AT_ONCE = 64
+"""Upstream calls in flight per provider and process."""
 CREATE = "create"
 POLL = "poll"
 ACCOUNT = "account"
@@ -65,8 +68,13 @@ class UpstreamClient:
             base_url=base_url.rstrip("/"),
             headers={"authorization": f"Bearer {api_key}", "user-agent": user_agent},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            limits=httpx.Limits(
+                max_connections=CALLS_AT_ONCE, max_keepalive_connections=CALLS_AT_ONCE
+            ),
         )
+        # Calls beyond the pool wait here, not in httpx's pool (whose bookkeeping grows
+        # with its queue), and the wait for a slot is not part of the call's timeout.
+        self._slots = asyncio.Semaphore(CALLS_AT_ONCE)
 
     async def call(
         self,
@@ -81,7 +89,8 @@ class UpstreamClient:
         raise a retryable ProviderError; HTTP answers are returned for the provider to read."""
         await self.budget.acquire(operation)
         try:
-            response = await self._http.request(method, path, json=json, params=params)
+            async with self._slots:
+                response = await self._http.request(method, path, json=json, params=params)
         except httpx.TimeoutException:
             UPSTREAM_CALLS.labels(self.provider, operation, "timeout").inc()
             raise Unreachable(f"{self.provider} did not answer in time") from None

@@ -41,8 +41,10 @@ class TaskService:
         on_created: Callable[[], None] = lambda: None,
         refresh: Callable[[str], Awaitable[TaskRow | None]] | None = None,
         is_own_url: Callable[[str], bool] = lambda _: False,
+        refresh_interval: float = 1.0,
     ) -> None:
         self._db = db
+        self._refresh_interval = timedelta(seconds=refresh_interval)
         self._router = router
         self._deadline = timedelta(seconds=deadline_seconds)
         self._allow_private = allow_private_urls
@@ -158,11 +160,18 @@ class TaskService:
         finished[task_id] = (account_id, data)
 
     async def _refreshed(self, view: TaskView) -> TaskView:
-        if view.status == IN_PROGRESS and self._refresh is not None:
+        if view.status == IN_PROGRESS and self._refresh is not None and self._refresh_due(view):
             refreshed = await self._refresh(view.id)
             if refreshed is not None:
                 return TaskView.of(refreshed)
         return view
+
+    def _refresh_due(self, view: TaskView) -> bool:
+        """Whether the provider may be asked now; checked again, atomically, by the claim.
+        Answering no here costs a status call no write (clients poll unfinished tasks)."""
+        if view.attempts > 0:
+            return False  # backing off after an upstream error
+        return view.checked_at is None or utc_now() - view.checked_at >= self._refresh_interval
 
     async def _check_source(self, caller: Caller, spec: ModelSpec, source_id: str) -> TaskRow:
         source = await self._db.read(

@@ -59,15 +59,17 @@ class CompiledSqlite:
 
 
 class Query:
-    __slots__ = ("_sqlite", "statement")
+    __slots__ = ("_sqlite", "_sqlite_statement", "statement")
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: Executable, *, sqlite: Executable | None = None) -> None:
+        """`sqlite`: the form SQLite runs, where its planner needs a different statement."""
         self.statement = statement
+        self._sqlite_statement = sqlite if sqlite is not None else statement
         self._sqlite: CompiledSqlite | None = None
 
     def sqlite(self) -> CompiledSqlite:
         if self._sqlite is None:
-            self._sqlite = _compile_sqlite(self.statement)
+            self._sqlite = _compile_sqlite(self._sqlite_statement)
         return self._sqlite
 
 

@@ -69,6 +69,9 @@ class TaskView:
     error_message: str | None
     created_at: datetime
     finished_at: datetime | None
+    checked_at: datetime | None
+    attempts: int
+    """These two let a status call see, without a write, that no refresh is due."""
 
     @classmethod
     def of(cls, task: TaskRow) -> TaskView:
@@ -111,13 +114,23 @@ _unleased = or_(tasks.c.lease_expires_at.is_(None), tasks.c.lease_expires_at < _
 
 def _claim(candidates: Any) -> Query:
     # One statement picks and leases; on PostgreSQL the pick skips rows other workers are
-    # claiming right now (SKIP LOCKED), so any number of workers share the queue.
+    # claiming right now (SKIP LOCKED), so any number of workers share the queue, and the
+    # outer conditions re-check each row once it is locked.
     chosen = candidates.limit(bindparam("limit")).with_for_update(skip_locked=True)
+    lease: dict[str, Any] = {
+        "lease_owner": bindparam("worker_id"),
+        "lease_expires_at": bindparam("lease_until"),
+    }
+    picked = tasks.c.id.in_(chosen.scalar_subquery())
     return Query(
         update(tasks)
-        .where(tasks.c.id.in_(chosen.scalar_subquery()), tasks.c.status == IN_PROGRESS, _unleased)
-        .values(lease_owner=bindparam("worker_id"), lease_expires_at=bindparam("lease_until"))
-        .returning(*tasks.c)
+        .where(picked, tasks.c.status == IN_PROGRESS, _unleased)
+        .values(lease)
+        .returning(*tasks.c),
+        # SQLite has one writer at a time, so the pick can't go stale; and with the outer
+        # conditions its planner walks every unfinished task by status instead of looking
+        # the picked ids up (measured: 7.6 ms per claim with 8,600 tasks, 0.03 ms without).
+        sqlite=update(tasks).where(picked).values(lease).returning(*tasks.c),
     )
 
 
