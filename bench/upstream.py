@@ -513,15 +513,20 @@ class Run:
     create_seconds: float = 0.0
 
 
-async def create_all(run: Run, clients: int) -> None:
-    """Every task through POST /api/generate, `clients` requests at a time; a distinct
-    prompt each, so that the fake's records tell how often each task was created."""
+async def create_all(run: Run, clients: int, rate: float) -> None:
+    """Every task through POST /api/generate, `clients` requests at a time, task n not
+    before n / `rate` seconds (0: as fast as the server takes them); a distinct prompt
+    each, so that the fake's records tell how often each task was created."""
     headers = {"Authorization": f"Bearer {run.key}", "Content-Type": "application/json"}
     numbers = iter(range(run.tasks))
     started = time.monotonic()
 
     async def client() -> None:
         for n in numbers:
+            if rate > 0:
+                wait = started + n / rate - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             body = orjson.dumps({"model": MODEL, "input": {"prompt": f"{PROMPT} #{n}"}})
             status, answer = await run.flood.request("POST", "/api/generate", body, headers)
             if status != 200:
@@ -672,7 +677,7 @@ async def one_run(args: argparse.Namespace, mode: str, root: Path) -> dict[str, 
                 sample = sample_indexes(args.tasks, args.sample)
                 cpu_start, wall_before = cpu_now(server.pid, fake_pid), time.time()
                 give_up = time.time() + args.latency + args.timeout + 120
-                creating = asyncio.create_task(create_all(run, args.clients))
+                creating = asyncio.create_task(create_all(run, args.clients, args.rate))
                 watching = asyncio.create_task(watch_sample(run, sample, give_up))
                 following = asyncio.create_task(follow(run, args.latency + args.timeout))
                 try:
@@ -1098,6 +1103,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "latency_s": args.latency,
             "worker_concurrency": args.concurrency,
             "api_clients": args.clients,
+            "create_rate_per_s": args.rate,
             "watch_sample": args.sample,
             "watch_hz": WATCH_HZ,
             "watch_fast_s": WATCH_FAST_SECONDS,
@@ -1119,6 +1125,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=512, help="IMAGINE_WORKER_CONCURRENCY")
     parser.add_argument("--clients", type=int, default=64, help="concurrent generate requests")
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="tasks created per second; default: all within 80%% of the latency, so that all "
+        "are in flight together; 0: as fast as the server takes them (a burst)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=600, help="seconds allowed after latency to finish"
     )
     parser.add_argument(
@@ -1135,6 +1148,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.rate is None:
+        args.rate = args.tasks / (args.latency * 0.8)
     if args.tasks < 1 or args.latency <= 0 or args.sample < 0 or args.clients < 1:
         parser.error("--tasks and --clients must be at least 1, --latency positive")
     args.modes = [name.strip() for name in args.modes.split(",") if name.strip()]

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -88,11 +87,11 @@ def _with_providers(
 ) -> T:
     """Build the configured providers (exit 2 with one line if they can't run) and use them."""
     from imagine.fetch import Fetcher
-    from imagine.runtime import providers_for
+    from imagine.runtime import download_session, providers_for
     from imagine.storage import LocalStorage
 
     async def run() -> T:
-        async with httpx.AsyncClient() as http:
+        async with download_session() as http:
             fetcher = Fetcher(
                 LocalStorage(settings.files_dir, public_url),
                 http,

@@ -60,6 +60,15 @@ async def resolve_checked(url: str, *, allow_private: bool) -> list[IPAddress]:
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
+    literal = literal_address(url)
+    if literal is not None:
+        # Nothing to resolve (and no thread hand-off for the resolver).
+        if not allow_private and not is_public_address(literal):
+            raise ValueError(
+                f"the host {host!r} is a private or reserved address, "
+                "which this server does not fetch"
+            )
+        return [literal]
     port = parts.port or (443 if parts.scheme == "https" else 80)
     loop = asyncio.get_running_loop()
     try:

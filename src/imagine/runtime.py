@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import aiohttp
 
 from imagine import __version__
 from imagine.config import Settings
@@ -16,6 +16,16 @@ from imagine.store.migrate import upgrade
 from imagine.worker import Worker
 
 USER_AGENT = f"imagine/{__version__}"
+
+
+def download_session() -> aiohttp.ClientSession:
+    """The session for downloads (sources, mirrored results); made inside the event loop.
+    aiohttp rather than httpx for its cost: see providers/upstream.py."""
+    return aiohttp.ClientSession(
+        headers={"user-agent": USER_AGENT},
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=15.0),
+        connector=aiohttp.TCPConnector(limit=DOWNLOADS_AT_ONCE),
+    )
 
 
 def callback_url(public_url: str, provider: str, task_id: str, token: str) -> str:
@@ -43,13 +53,7 @@ class Runtime:
         settings.files_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.resolved_database_url)
         self.storage = LocalStorage(settings.files_dir, public_url)
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(15.0, connect=5.0),
-            headers={"user-agent": USER_AGENT},
-            limits=httpx.Limits(
-                max_connections=DOWNLOADS_AT_ONCE, max_keepalive_connections=DOWNLOADS_AT_ONCE
-            ),
-        )
+        self.http = download_session()
         self.fetcher = Fetcher(
             self.storage,
             self.http,
@@ -89,5 +93,5 @@ class Runtime:
     async def close(self) -> None:
         await self.worker.stop()
         await self.router.aclose()
-        await self.http.aclose()
+        await self.http.close()
         await self.db.dispose()

