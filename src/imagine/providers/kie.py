@@ -16,7 +16,6 @@ import random
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import Field, SecretStr
@@ -45,13 +44,12 @@ from imagine.providers.upstream import (
     CREATE,
     POLL,
     Answer,
-    Budget,
-    UpstreamClient,
     classify,
     json_object,
     probe,
     required_key,
     retry_after,
+    upstream_client,
 )
 
 NAME = "kie"
@@ -101,16 +99,8 @@ class KieProvider:
         self._webhook_key = (
             settings.webhook_key.get_secret_value().encode() if settings.webhook_key else None
         )
-        self._client = UpstreamClient(
-            NAME,
-            settings.base_url,
-            api_key,
-            user_agent=context.user_agent,
-            timeout=settings.timeout,
-            budget=Budget({CREATE: settings.create_rate, POLL: settings.poll_rate}),
-        )
-        host = urlsplit(settings.base_url).hostname
-        self.trusted_hosts = frozenset({host} if host else ())
+        self._client = upstream_client(NAME, settings, api_key, context.user_agent)
+        self.trusted_hosts = self._client.trusted_hosts
 
     # -- routing -------------------------------------------------------------------------
 

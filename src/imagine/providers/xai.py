@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,13 +40,12 @@ from imagine.providers.upstream import (
     CREATE,
     POLL,
     Answer,
-    Budget,
-    UpstreamClient,
     classify,
     json_object,
     probe,
     required_key,
     retry_after,
+    upstream_client,
 )
 
 NAME = "xai"
@@ -79,16 +78,8 @@ class XaiProvider:
     def __init__(self, settings: XaiSettings, api_key: str, context: ProviderContext) -> None:
         self._settings = settings
         self._context = context
-        self._client = UpstreamClient(
-            NAME,
-            settings.base_url,
-            api_key,
-            user_agent=context.user_agent,
-            timeout=settings.timeout,
-            budget=Budget({CREATE: settings.create_rate, POLL: settings.poll_rate}),
-        )
-        host = urlsplit(settings.base_url).hostname
-        self.trusted_hosts = frozenset({host} if host else ())
+        self._client = upstream_client(NAME, settings, api_key, context.user_agent)
+        self.trusted_hosts = self._client.trusted_hosts
 
     def refusal(
         self, model: str, given: Mapping[str, Any], source: SourceTask | None
