@@ -42,7 +42,7 @@ app.add_typer(credits_app, name="credits")
 app.add_typer(db_app, name="db")
 
 console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 DataDir = Annotated[
     Path | None,
