@@ -87,23 +87,25 @@ def _with_providers(
 ) -> T:
     """Build the configured providers (exit 2 with one line if they can't run) and use them."""
     from imagine.fetch import Fetcher
-    from imagine.runtime import download_session, providers_for
+    from imagine.runtime import USER_AGENT, providers_for
     from imagine.storage import LocalStorage
 
     async def run() -> T:
-        async with download_session() as http:
-            fetcher = Fetcher(
-                LocalStorage(settings.files_dir, public_url),
-                http,
-                allow_private=settings.allow_private_urls,
-                max_source_bytes=settings.max_download_bytes,
-                max_result_bytes=settings.max_result_bytes,
-            )
+        fetcher = Fetcher(
+            LocalStorage(settings.files_dir, public_url),
+            user_agent=USER_AGENT,
+            allow_private=settings.allow_private_urls,
+            max_source_bytes=settings.max_download_bytes,
+            max_result_bytes=settings.max_result_bytes,
+        )
+        try:
             router = providers_for(settings, public_url, fetcher)
             try:
                 return await work(router)
             finally:
                 await router.aclose()
+        finally:
+            await fetcher.aclose()
 
     try:
         return asyncio.run(run())

@@ -15,7 +15,13 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from imagine.netguard import resolve_checked, url_problem
+from imagine.netguard import (
+    CheckedResolver,
+    RefusedAddress,
+    is_public_address,
+    literal_address,
+    url_problem,
+)
 from imagine.providers.base import Artifact, ProviderError
 from imagine.providers.media import sniff_content_type
 from imagine.storage import LocalStorage
@@ -30,18 +36,40 @@ class Fetcher:
     def __init__(
         self,
         storage: LocalStorage,
-        http: aiohttp.ClientSession,
         *,
+        user_agent: str,
         allow_private: bool,
         max_source_bytes: int,
         max_result_bytes: int,
     ) -> None:
         self._storage = storage
-        self._http = http
+        self._user_agent = user_agent
         self._allow_private = allow_private
         self._max_source_bytes = max_source_bytes
         self._max_result_bytes = max_result_bytes
+        self._resolver = CheckedResolver(allow_private=allow_private)
+        self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
+
+    def trust(self, hosts: Collection[str]) -> None:
+        """Hosts the operator configured (provider APIs): their private addresses are allowed."""
+        self._resolver.trusted_hosts = frozenset(hosts)
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the event loop that runs it.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers={"user-agent": self._user_agent},
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=15.0),
+                connector=aiohttp.TCPConnector(
+                    limit=DOWNLOADS_AT_ONCE, resolver=self._resolver, ttl_dns_cache=10
+                ),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     def is_own_url(self, url: str) -> bool:
         """One of our result URLs: read from storage, never fetched."""
@@ -54,14 +82,14 @@ class Fetcher:
             if data is None:
                 raise ProviderError(f"the source {url} no longer exists", retryable=False)
             return data
-        data = await self._download(url, self._max_source_bytes, "the source URL", ())
+        data = await self._download(url, self._max_source_bytes, "the source URL")
         if not (sniff_content_type(data) or "").startswith("image/"):
             raise ProviderError("the source URL is not a PNG, JPEG or WebP image", retryable=False)
         return data
 
-    async def result(self, url: str, *, trusted_hosts: Collection[str] = ()) -> Artifact:
+    async def result(self, url: str) -> Artifact:
         """One upstream result, to be stored as ours; an image or an MP4 video."""
-        data = await self._download(url, self._max_result_bytes, "the result", trusted_hosts)
+        data = await self._download(url, self._max_result_bytes, "the result")
         kind = sniff_content_type(data)
         if kind is None:
             raise ProviderError(
@@ -69,26 +97,29 @@ class Fetcher:
             )
         return Artifact(data, kind)
 
-    async def _download(
-        self, url: str, max_bytes: int, what: str, trusted_hosts: Collection[str]
-    ) -> bytes:
+    async def _download(self, url: str, max_bytes: int, what: str) -> bytes:
         async with self._slots:
-            return await self._download_now(url, max_bytes, what, trusted_hosts)
+            return await self._download_now(url, max_bytes, what)
 
-    async def _download_now(
-        self, url: str, max_bytes: int, what: str, trusted_hosts: Collection[str]
-    ) -> bytes:
+    async def _download_now(self, url: str, max_bytes: int, what: str) -> bytes:
         for _ in range(_MAX_REDIRECTS + 1):
             problem = url_problem(url)
             if problem is not None:
                 raise ProviderError(f"{what} URL {problem}", retryable=False)
-            trusted = urlsplit(url).hostname in trusted_hosts
+            literal = literal_address(url)
+            if (
+                literal is not None
+                and not self._allow_private
+                and urlsplit(url).hostname not in self._resolver.trusted_hosts
+                and not is_public_address(literal)
+            ):
+                raise ProviderError(
+                    f"{what} URL was refused: {literal} is a private or reserved address, "
+                    "which this server does not fetch",
+                    retryable=False,
+                )
             try:
-                await resolve_checked(url, allow_private=self._allow_private or trusted)
-            except ValueError as exc:
-                raise ProviderError(f"{what} URL was refused: {exc}", retryable=False) from None
-            try:
-                async with self._http.get(url, allow_redirects=False) as response:
+                async with self._open().get(url, allow_redirects=False) as response:
                     if response.status in _REDIRECTS and "location" in response.headers:
                         # Each hop is checked again: a public URL may redirect inward.
                         url = urljoin(url, response.headers["location"])
@@ -102,6 +133,8 @@ class Fetcher:
                             f"{what} URL answered HTTP {response.status}", retryable=False
                         )
                     return await _read_limited(response, max_bytes, what)
+            except RefusedAddress as exc:
+                raise ProviderError(f"{what} URL was refused: {exc}", retryable=False) from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise ProviderError(
                     f"{what} could not be downloaded ({type(exc).__name__})", retryable=True

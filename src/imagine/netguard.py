@@ -7,10 +7,12 @@ unless the operator allows it.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 MAX_URL = 2048
 
@@ -53,34 +55,34 @@ def refused_literal(url: str, *, allow_private: bool) -> bool:
     return address is not None and not allow_private and not is_public_address(address)
 
 
-async def resolve_checked(url: str, *, allow_private: bool) -> list[IPAddress]:
-    """Resolve the URL's host and refuse it unless every address is allowed.
+class RefusedAddress(Exception):
+    """A host that resolved to an address this server does not connect to."""
 
-    Raises ValueError with a message for the user.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    literal = literal_address(url)
-    if literal is not None:
-        # Nothing to resolve (and no thread hand-off for the resolver).
-        if not allow_private and not is_public_address(literal):
-            raise ValueError(
-                f"the host {host!r} is a private or reserved address, "
-                "which this server does not fetch"
-            )
-        return [literal]
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        raise ValueError(f"the host {host!r} could not be resolved") from None
-    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    if not allow_private:
-        for address in addresses:
-            if not is_public_address(address):
-                raise ValueError(
-                    f"the host {host!r} points to a private or reserved address, "
-                    "which this server does not fetch"
-                )
-    return addresses
+
+class CheckedResolver(AbstractResolver):
+    """aiohttp resolves hosts through this, and connects to the addresses it returns: each
+    one is checked here, so the checked address is the one connected to and a name can't
+    be re-pointed at the local network between the check and the connection (DNS
+    rebinding). IP literals never reach a resolver; callers check those themselves."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._inner = ThreadedResolver()
+        self._allow_private = allow_private
+        self.trusted_hosts: frozenset[str] = frozenset()
+        """Hosts the operator configured (provider APIs): private addresses allowed."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if not self._allow_private and host not in self.trusted_hosts:
+            for result in results:
+                if not is_public_address(ipaddress.ip_address(result["host"])):
+                    raise RefusedAddress(
+                        f"the host {host!r} points to a private or reserved address, "
+                        "which this server does not fetch"
+                    )
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()

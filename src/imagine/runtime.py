@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from imagine import __version__
 from imagine.config import Settings
-from imagine.fetch import DOWNLOADS_AT_ONCE, Fetcher
+from imagine.fetch import Fetcher
 from imagine.providers.base import ProviderContext
 from imagine.providers.registry import ProviderRouter, build_router
 from imagine.services.tasks import TaskService
@@ -16,16 +14,6 @@ from imagine.store.migrate import upgrade
 from imagine.worker import Worker
 
 USER_AGENT = f"imagine/{__version__}"
-
-
-def download_session() -> aiohttp.ClientSession:
-    """The session for downloads (sources, mirrored results); made inside the event loop.
-    aiohttp rather than httpx for its cost: see providers/upstream.py."""
-    return aiohttp.ClientSession(
-        headers={"user-agent": USER_AGENT},
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=15.0),
-        connector=aiohttp.TCPConnector(limit=DOWNLOADS_AT_ONCE),
-    )
 
 
 def callback_url(public_url: str, provider: str, task_id: str, token: str) -> str:
@@ -43,7 +31,9 @@ def providers_for(settings: Settings, public_url: str, fetcher: Fetcher) -> Prov
         ),
         user_agent=USER_AGENT,
     )
-    return build_router(settings, context)
+    router = build_router(settings, context)
+    fetcher.trust({host for provider in router.providers() for host in provider.trusted_hosts})
+    return router
 
 
 class Runtime:
@@ -53,10 +43,9 @@ class Runtime:
         settings.files_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.resolved_database_url)
         self.storage = LocalStorage(settings.files_dir, public_url)
-        self.http = download_session()
         self.fetcher = Fetcher(
             self.storage,
-            self.http,
+            user_agent=USER_AGENT,
             allow_private=settings.allow_private_urls,
             max_source_bytes=settings.max_download_bytes,
             max_result_bytes=settings.max_result_bytes,
@@ -93,5 +82,5 @@ class Runtime:
     async def close(self) -> None:
         await self.worker.stop()
         await self.router.aclose()
-        await self.http.close()
+        await self.fetcher.aclose()
         await self.db.dispose()

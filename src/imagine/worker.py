@@ -321,9 +321,7 @@ class Worker:
 
         async def copy(result: Artifact | Remote) -> Artifact:
             if isinstance(result, Remote):
-                result = await self._fetcher.result(
-                    result.url, trusted_hosts=provider.trusted_hosts
-                )
+                result = await self._fetcher.result(result.url)
             if not result.content_type.startswith(wanted):
                 raise ProviderError(
                     f"the provider returned {result.content_type} for a task that makes "

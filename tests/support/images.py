@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 from PIL import Image
 
@@ -29,9 +30,11 @@ ROUTES: dict[str, tuple[int, str, bytes]] = {
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        if self.path == "/redirect":
+        if self.path == "/redirect" or self.path.startswith("/redirect-to/"):
+            # /redirect-to/<url, percent-encoded>: a redirect anywhere, e.g. inward.
+            target = unquote(self.path.removeprefix("/redirect-to/"))
             self.send_response(302)
-            self.send_header("Location", "/cat.png")
+            self.send_header("Location", "/cat.png" if self.path == "/redirect" else target)
             self.end_headers()
             return
         code, content_type, body = ROUTES.get(self.path, (404, "text/plain", b"no"))
