@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imagine import catalog
+from imagine.webhooks import parse_schedule
 
 _PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*s?\s*$")
@@ -108,6 +109,15 @@ class Settings(BaseSettings):
         ge=1,
         le=100,
         description="Failed tries (429, 5xx, timeouts) on one route before the next is tried.",
+    )
+    webhook_retry_schedule: Annotated[
+        tuple[float, ...], NoDecode, BeforeValidator(parse_schedule)
+    ] = Field(
+        default=(5, 300, 1800, 7200, 18000, 36000, 36000),
+        description="Waits before each webhook retry, e.g. 5s,5m,30m,2h,5h,10h,10h.",
+    )
+    webhook_timeout: float = Field(
+        default=10, gt=0, le=120, description="Seconds a webhook receiver has to answer."
     )
     max_result_bytes: int = Field(
         default=200 * 1024 * 1024,

@@ -11,6 +11,7 @@ from imagine.services.tasks import TaskService
 from imagine.storage import LocalStorage
 from imagine.store.db import Database
 from imagine.store.migrate import upgrade
+from imagine.webhook_sender import WebhookSender
 from imagine.worker import Worker
 
 USER_AGENT = f"imagine/{__version__}"
@@ -63,6 +64,14 @@ class Runtime:
             refresh_timeout=settings.status_refresh_timeout,
             refresh_interval=settings.status_refresh_interval,
         )
+        self.webhooks = WebhookSender(
+            self.db,
+            schedule=settings.webhook_retry_schedule,
+            timeout=settings.webhook_timeout,
+            allow_private=settings.allow_private_urls,
+            user_agent=USER_AGENT,
+            poll_interval=settings.worker_poll_interval,
+        )
         self.tasks = TaskService(
             self.db,
             self.router,
@@ -78,9 +87,11 @@ class Runtime:
         await upgrade(self.db)
         if run_worker:
             self.worker.start()
+            self.webhooks.start()
 
     async def close(self) -> None:
         await self.worker.stop()
+        await self.webhooks.stop()
         await self.router.aclose()
         await self.fetcher.aclose()
         await self.db.dispose()

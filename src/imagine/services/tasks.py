@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,7 +19,7 @@ from imagine.netguard import refused_literal, url_problem
 from imagine.providers.base import SourceTask
 from imagine.providers.registry import ProviderRouter
 from imagine.schemas import GenerateInput, GenerateRequest
-from imagine.services import billing
+from imagine.services import billing, webhooks
 from imagine.services.keys import Caller, invalid_key
 from imagine.store import accounts as accounts_repo
 from imagine.store import tasks as repo
@@ -67,6 +67,11 @@ class TaskService:
             problem = url_problem(request.callback_url)
             if problem is not None:
                 raise InvalidInput(f"callback_url: {problem}")
+            if refused_literal(request.callback_url, allow_private=self._allow_private):
+                raise BadRequest(
+                    "callback_url: points to a private or reserved address, "
+                    "which this server does not call"
+                )
         source = None
         if request.input.task_id is not None:
             source = source_task(await self._check_source(caller, spec, request.input.task_id))
@@ -309,9 +314,11 @@ def status_data(task: TaskView) -> dict[str, Any]:
 
 
 async def finish_success(db: Database, task: TaskRow, worker_id: str, urls: list[str]) -> bool:
+    """End the task with its results (and queue its webhook), in one transaction."""
     now = utc_now()
-    return await db.write(
-        lambda tx: repo.update_leased(
+
+    async def succeed(tx: Tx) -> bool:
+        ended = await repo.update_leased(
             tx,
             task.id,
             worker_id,
@@ -323,6 +330,44 @@ async def finish_success(db: Database, task: TaskRow, worker_id: str, urls: list
             lease_owner=None,
             lease_expires_at=None,
         )
+        if ended:
+            await _queue_webhook(tx, task, SUCCESS, now, result_urls=urls)
+        return ended
+
+    return await db.write(succeed)
+
+
+async def _queue_webhook(
+    tx: Tx,
+    task: TaskRow,
+    status: str,
+    now: datetime,
+    *,
+    result_urls: list[str] | None = None,
+    error_message: str | None = None,
+) -> None:
+    if task.callback_url is None:
+        return
+    final = TaskView(
+        id=task.id,
+        status=status,
+        request=task.request,
+        result_urls=result_urls,
+        refunded=status == FAILED,
+        credits=task.credits,
+        error_message=error_message,
+        created_at=task.created_at,
+        finished_at=now,
+        checked_at=now,
+        attempts=0,
+    )
+    await webhooks.enqueue(
+        tx,
+        task_id=task.id,
+        account_id=task.account_id,
+        url=task.callback_url,
+        data=status_data(final),
+        now=now,
     )
 
 
@@ -347,6 +392,7 @@ async def finish_failure(db: Database, task: TaskRow, worker_id: str, message: s
             await billing.refund_task(
                 tx, account_id=task.account_id, task_id=task.id, amount=task.credits, now=now
             )
+            await _queue_webhook(tx, task, FAILED, now, error_message=message[:2000])
         return ended
 
     return await db.write(fail)

@@ -42,6 +42,8 @@ accounts = Table(
     Column("balance", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Signs the account's webhook deliveries (Standard Webhooks `whsec_...`); made on first use.
+    Column("webhook_secret", String(64), nullable=True),
     CheckConstraint("balance >= 0", name="balance_not_negative"),
 )
 
@@ -107,4 +109,42 @@ tasks = Table(
     CheckConstraint("status IN ('IN_PROGRESS', 'SUCCESS', 'FAILED')", name="status_known"),
     Index("ix_tasks_due", "status", "next_check_at"),
     Index("ix_tasks_account_created", "account_id", "created_at"),
+)
+
+# The webhook outbox: a delivery is written in the transaction that ends its task, so a
+# crash can't lose one; senders claim due rows with a lease, like tasks.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("task_id", String(32), ForeignKey("tasks.id"), nullable=False, index=True),
+    Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    CheckConstraint(
+        "status IN ('pending', 'delivered', 'failed', 'gone')", name="delivery_status_known"
+    ),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_account", "account_id", "created_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "delivery_id", String(40), ForeignKey("webhook_deliveries.id"), nullable=False, index=True
+    ),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", String(500), nullable=True),
+    Column("duration_ms", Integer, nullable=False),
 )

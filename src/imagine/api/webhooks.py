@@ -1,0 +1,46 @@
+"""The caller's webhooks: the signing secret (read, rotate) and the deliveries made."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from imagine.api.deps import BEARER, authenticated, query_parameter, query_value
+from imagine.api.envelope import ok
+from imagine.services import webhooks
+
+router = APIRouter(prefix="/api", tags=["webhooks"])
+
+
+@router.get(
+    "/webhook-secret",
+    summary="The secret that signs your webhooks (Standard Webhooks, whsec_...)",
+    openapi_extra=BEARER,
+)
+async def webhook_secret(request: Request) -> Response:
+    runtime, caller = await authenticated(request)
+    return ok({"secret": await webhooks.secret_of(runtime.db, caller.account_id)})
+
+
+@router.post(
+    "/webhook-secret/rotate",
+    summary="Replace the signing secret; later deliveries are signed with the new one",
+    openapi_extra=BEARER,
+)
+async def rotate_webhook_secret(request: Request) -> Response:
+    runtime, caller = await authenticated(request)
+    return ok({"secret": await webhooks.rotate_secret(runtime.db, caller.account_id)})
+
+
+@router.get(
+    "/webhooks",
+    summary="Your newest webhook deliveries, each with its attempts and their outcomes",
+    openapi_extra={
+        **BEARER,
+        "parameters": [query_parameter("task_id", "Only the deliveries of this task.")],
+    },
+)
+async def webhook_deliveries(request: Request) -> Response:
+    runtime, caller = await authenticated(request)
+    task_id = query_value(request, "task_id")
+    return ok(await webhooks.deliveries_view(runtime.db, caller.account_id, task_id))

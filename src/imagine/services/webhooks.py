@@ -1,0 +1,93 @@
+"""Webhooks for `callback_url`: queued with the task's final state, signed per account."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from imagine.clock import iso_z
+from imagine.store import webhooks as repo
+from imagine.store.db import Database, Tx
+from imagine.store.webhooks import PENDING
+from imagine.webhooks import new_secret
+
+LISTED = 50
+
+
+async def enqueue(
+    tx: Tx, *, task_id: str, account_id: str, url: str, data: dict[str, Any], now: datetime
+) -> None:
+    """Queue the delivery of a task's final status; called in the transaction that ends the
+    task, so the two are stored together or not at all."""
+    body = orjson.dumps({"code": 200, "message": "success", "data": data}).decode()
+    await repo.insert_delivery(
+        tx,
+        id="msg_" + secrets.token_hex(16),
+        task_id=task_id,
+        account_id=account_id,
+        url=url,
+        payload=body,
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        lease_owner=None,
+        lease_expires_at=None,
+        created_at=now,
+        updated_at=now,
+        delivered_at=None,
+    )
+
+
+async def secret_of(db: Database, account_id: str) -> str:
+    """The account's signing secret, made on first use."""
+
+    async def get_or_make(tx: Tx) -> str:
+        found = await repo.get_secret(tx, account_id)
+        if found is None:
+            await repo.set_secret(tx, account_id, new_secret(), only_if_unset=True)
+            found = await repo.get_secret(tx, account_id)
+        assert found is not None
+        return found
+
+    return await db.write(get_or_make)
+
+
+async def rotate_secret(db: Database, account_id: str) -> str:
+    """A new secret; deliveries from now on are signed with it."""
+    secret = new_secret()
+    await db.write(lambda tx: repo.set_secret(tx, account_id, secret, only_if_unset=False))
+    return secret
+
+
+async def deliveries_view(
+    db: Database, account_id: str, task_id: str | None
+) -> list[dict[str, Any]]:
+    listed = await db.read(
+        lambda tx: repo.list_deliveries(tx, account_id, task_id=task_id, limit=LISTED)
+    )
+    return [
+        {
+            "id": delivery.id,
+            "task_id": delivery.task_id,
+            "url": delivery.url,
+            "status": delivery.status,
+            "attempts": [
+                {
+                    "at": iso_z(attempt.attempted_at),
+                    "status_code": attempt.status_code,
+                    "error": attempt.error,
+                    "duration_ms": attempt.duration_ms,
+                }
+                for attempt in attempts
+            ],
+            "next_attempt_at": (
+                iso_z(delivery.next_attempt_at) if delivery.status == PENDING else None
+            ),
+            "created_at": iso_z(delivery.created_at),
+            "delivered_at": iso_z(delivery.delivered_at) if delivery.delivered_at else None,
+        }
+        for delivery, attempts in listed
+    ]

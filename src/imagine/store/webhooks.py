@@ -1,0 +1,206 @@
+"""The webhook outbox: deliveries, their attempts, and each account's signing secret."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, bindparam, insert, or_, select, update
+
+from imagine.store.db import Tx
+from imagine.store.query import Query
+from imagine.store.schema import accounts, webhook_attempts, webhook_deliveries
+from imagine.store.types import UTCDateTime
+
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+GONE = "gone"
+"""The receiver answered 410 Gone: it wants no more deliveries of this one."""
+
+
+@dataclass(slots=True)
+class DeliveryRow:
+    id: str
+    task_id: str
+    account_id: str
+    url: str
+    payload: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    delivery_id: str
+    attempted_at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+_insert = Query(
+    insert(webhook_deliveries).values(
+        {name: bindparam(name) for name in DeliveryRow.__dataclass_fields__}
+    )
+)
+_now = bindparam("now", type_=UTCDateTime)
+_chosen = (
+    select(webhook_deliveries.c.id)
+    .where(
+        webhook_deliveries.c.status == PENDING,
+        webhook_deliveries.c.next_attempt_at <= _now,
+        or_(
+            webhook_deliveries.c.lease_expires_at.is_(None),
+            webhook_deliveries.c.lease_expires_at < _now,
+        ),
+    )
+    .order_by(webhook_deliveries.c.next_attempt_at)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_lease: dict[str, Any] = {
+    "lease_owner": bindparam("worker_id"),
+    "lease_expires_at": bindparam("lease_until"),
+}
+_picked = webhook_deliveries.c.id.in_(_chosen.scalar_subquery())
+_claim = Query(
+    update(webhook_deliveries)
+    .where(_picked, webhook_deliveries.c.status == PENDING)
+    .values(_lease)
+    .returning(*webhook_deliveries.c),
+    # As for tasks: SQLite has one writer, and the outer test would make it scan.
+    sqlite=update(webhook_deliveries)
+    .where(_picked)
+    .values(_lease)
+    .returning(*webhook_deliveries.c),
+)
+_finish_attempt = Query(
+    update(webhook_deliveries)
+    .where(
+        webhook_deliveries.c.id == bindparam("delivery_id"),
+        webhook_deliveries.c.lease_owner == bindparam("worker_id"),
+    )
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        delivered_at=bindparam("delivered_at"),
+        updated_at=bindparam("attempted_at"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+_insert_attempt = Query(
+    insert(webhook_attempts).values(
+        {name: bindparam(name) for name in AttemptRow.__dataclass_fields__}
+    )
+)
+_listed = (
+    select(webhook_deliveries.c.id)
+    .where(
+        webhook_deliveries.c.account_id == bindparam("account_id"),
+        or_(
+            bindparam("task_id", type_=String) == None,  # noqa: E711 - SQL NULL test
+            webhook_deliveries.c.task_id == bindparam("task_id", type_=String),
+        ),
+    )
+    .order_by(webhook_deliveries.c.created_at.desc())
+    .limit(bindparam("limit"))
+)
+_deliveries_listed = Query(
+    select(webhook_deliveries)
+    .where(webhook_deliveries.c.id.in_(_listed.scalar_subquery()))
+    .order_by(webhook_deliveries.c.created_at.desc())
+)
+_attempts_listed = Query(
+    select(*(webhook_attempts.c[name] for name in AttemptRow.__dataclass_fields__))
+    .where(webhook_attempts.c.delivery_id.in_(_listed.scalar_subquery()))
+    .order_by(webhook_attempts.c.id)
+)
+_secret = Query(select(accounts.c.webhook_secret).where(accounts.c.id == bindparam("account_id")))
+_set_secret = Query(
+    update(accounts)
+    .where(accounts.c.id == bindparam("account_id"))
+    .values(webhook_secret=bindparam("secret"))
+)
+_set_secret_if_none = Query(
+    update(accounts)
+    .where(accounts.c.id == bindparam("account_id"), accounts.c.webhook_secret.is_(None))
+    .values(webhook_secret=bindparam("secret"))
+)
+
+
+async def insert_delivery(tx: Tx, **values: Any) -> None:
+    await tx.run(_insert, values)
+
+
+async def claim_due(
+    tx: Tx, *, worker_id: str, now: datetime, lease_until: datetime, limit: int
+) -> list[DeliveryRow]:
+    rows = await tx.all(
+        _claim, {"worker_id": worker_id, "now": now, "lease_until": lease_until, "limit": limit}
+    )
+    return [DeliveryRow(**row) for row in rows]
+
+
+async def record_attempt(
+    tx: Tx,
+    delivery: DeliveryRow,
+    worker_id: str,
+    *,
+    attempt: AttemptRow,
+    status: str,
+    next_attempt_at: datetime,
+) -> bool:
+    """Store one attempt and the delivery's new state; False when the lease was lost."""
+    changed = await tx.run(
+        _finish_attempt,
+        {
+            "delivery_id": delivery.id,
+            "worker_id": worker_id,
+            "status": status,
+            "attempts": delivery.attempts + 1,
+            "next_attempt_at": next_attempt_at,
+            "delivered_at": attempt.attempted_at if status == DELIVERED else None,
+            "attempted_at": attempt.attempted_at,
+        },
+    )
+    if changed != 1:
+        return False
+    await tx.run(
+        _insert_attempt,
+        {name: getattr(attempt, name) for name in AttemptRow.__dataclass_fields__},
+    )
+    return True
+
+
+async def list_deliveries(
+    tx: Tx, account_id: str, *, task_id: str | None, limit: int
+) -> list[tuple[DeliveryRow, list[AttemptRow]]]:
+    """The account's newest deliveries (of one task, if given), each with its attempts."""
+    params = {"account_id": account_id, "task_id": task_id, "limit": limit}
+    deliveries = [DeliveryRow(**row) for row in await tx.all(_deliveries_listed, params)]
+    attempts: dict[str, list[AttemptRow]] = {delivery.id: [] for delivery in deliveries}
+    for row in await tx.all(_attempts_listed, params):
+        attempts.setdefault(row["delivery_id"], []).append(AttemptRow(**row))
+    return [(delivery, attempts[delivery.id]) for delivery in deliveries]
+
+
+async def get_secret(tx: Tx, account_id: str) -> str | None:
+    row = await tx.one(_secret, {"account_id": account_id})
+    return None if row is None else row["webhook_secret"]
+
+
+async def set_secret(tx: Tx, account_id: str, secret: str, *, only_if_unset: bool) -> None:
+    await tx.run(
+        _set_secret_if_none if only_if_unset else _set_secret,
+        {"account_id": account_id, "secret": secret},
+    )

@@ -1,0 +1,172 @@
+"""Delivers the webhook outbox: claims due deliveries with a lease, POSTs them signed,
+records every attempt, and retries on the configured schedule.
+
+A 2xx ends a delivery; a 410 Gone stops it; anything else (another status, a timeout, a
+refused connection) is retried after the next wait of `IMAGINE_WEBHOOK_RETRY_SCHEDULE`
+(with 10% jitter) until the schedule runs out. Redirects are not followed. The address is
+checked like every outbound fetch (public addresses only, unless allowed), and the
+connection goes to the checked address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from datetime import timedelta
+
+import aiohttp
+
+from imagine.clock import utc_now
+from imagine.netguard import (
+    CheckedResolver,
+    RefusedAddress,
+    is_public_address,
+    literal_address,
+    url_problem,
+)
+from imagine.services.webhooks import secret_of
+from imagine.store import webhooks as repo
+from imagine.store.db import Database
+from imagine.store.webhooks import DELIVERED, FAILED, GONE, PENDING, AttemptRow, DeliveryRow
+from imagine.webhooks import signed_headers
+
+logger = logging.getLogger("imagine.webhooks")
+
+AT_ONCE = 16
+LEASE = timedelta(seconds=120)
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        schedule: tuple[float, ...],
+        timeout: float,
+        allow_private: bool,
+        user_agent: str,
+        poll_interval: float,
+    ) -> None:
+        self.id = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._db = db
+        self._schedule = schedule
+        self._timeout = timeout
+        self._allow_private = allow_private
+        self._user_agent = user_agent
+        self._poll_interval = poll_interval
+        self._session: aiohttp.ClientSession | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            connector=aiohttp.TCPConnector(
+                limit=AT_ONCE, resolver=CheckedResolver(allow_private=self._allow_private)
+            ),
+        )
+        self._loop_task = asyncio.create_task(self.run(), name="imagine-webhooks")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._session is not None:
+            await self._session.close()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                due = await self._claim()
+            except Exception:
+                logger.exception("claiming webhook deliveries failed; trying again")
+                due = []
+            if due:
+                await asyncio.gather(*(self._deliver(delivery) for delivery in due))
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+
+    async def _claim(self) -> list[DeliveryRow]:
+        now = utc_now()
+        return await self._db.write(
+            lambda tx: repo.claim_due(
+                tx, worker_id=self.id, now=now, lease_until=now + LEASE, limit=AT_ONCE
+            )
+        )
+
+    async def _deliver(self, delivery: DeliveryRow) -> None:
+        attempted_at = utc_now()
+        started = time.perf_counter()
+        status_code, error, final = await self._post(delivery)
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        if status_code is not None and 200 <= status_code < 300:
+            status = DELIVERED
+        elif status_code == 410:
+            status = GONE
+        elif final or delivery.attempts >= len(self._schedule):
+            status = FAILED
+        else:
+            status = PENDING
+        wait = self._schedule[min(delivery.attempts, len(self._schedule) - 1)]
+        next_at = attempted_at + timedelta(seconds=wait * random.uniform(0.9, 1.1))
+        attempt = AttemptRow(delivery.id, attempted_at, status_code, error, duration_ms)
+        await self._db.write(
+            lambda tx: repo.record_attempt(
+                tx, delivery, self.id, attempt=attempt, status=status, next_attempt_at=next_at
+            )
+        )
+        if status != DELIVERED:
+            logger.info(
+                "webhook %s for task %s: %s (%s)",
+                delivery.id,
+                delivery.task_id,
+                status,
+                status_code or error,
+            )
+
+    async def _post(self, delivery: DeliveryRow) -> tuple[int | None, str | None, bool]:
+        """(HTTP status, error, whether retrying is pointless)."""
+        url = delivery.url
+        problem = url_problem(url)
+        if problem is not None:
+            return None, f"the URL {problem}", True
+        literal = literal_address(url)
+        if literal is not None and not self._allow_private and not is_public_address(literal):
+            return None, "the URL points to a private or reserved address", True
+        try:
+            secret = await secret_of(self._db, delivery.account_id)
+        except Exception:
+            logger.exception("webhook %s: reading the signing secret failed", delivery.id)
+            return None, "internal error while signing", False
+        body = delivery.payload.encode()
+        headers = {
+            **signed_headers(secret, delivery.id, body, time.time()),
+            "content-type": "application/json",
+            "user-agent": self._user_agent,
+        }
+        assert self._session is not None
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                await response.content.read(64 * 1024)  # what the receiver said is not kept
+                return response.status, None, False
+        except RefusedAddress as exc:
+            return None, str(exc)[:500], True
+        except TimeoutError:
+            return None, f"no answer within {self._timeout:g} s", False
+        except aiohttp.ClientError as exc:
+            return None, f"could not connect ({type(exc).__name__})", False
