@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from imagine import __version__
-from imagine.api import admin, callbacks, public, webhooks
+from imagine.api import admin, callbacks, lists, public, webhooks
 from imagine.api.admin import CreditGrant, KeyCreate
 from imagine.api.envelope import install_error_handlers, ok
 from imagine.api.limits import BodySizeLimit
@@ -60,6 +60,7 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     app.include_router(admin.router)
     app.include_router(callbacks.router)
     app.include_router(webhooks.router)
+    app.include_router(lists.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: answers without touching anything")
     async def healthz() -> Response:

@@ -109,6 +109,7 @@ tasks = Table(
     CheckConstraint("status IN ('IN_PROGRESS', 'SUCCESS', 'FAILED')", name="status_known"),
     Index("ix_tasks_due", "status", "next_check_at"),
     Index("ix_tasks_account_created", "account_id", "created_at"),
+    Index("ix_tasks_gallery", "public", "status", "created_at"),
 )
 
 # The webhook outbox: a delivery is written in the transaction that ends its task, so a

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, insert, or_, select, update
+from sqlalchemy import String, and_, bindparam, case, insert, or_, select, update
 from sqlalchemy.sql import Executable
 
 from imagine.store.db import Tx
@@ -289,3 +289,88 @@ async def update_leased(tx: Tx, task_id: str, worker_id: str, **values: Any) -> 
     )
     changed = await tx.run(query, {"_task_id": task_id, "_worker_id": worker_id, **values})
     return changed == 1
+
+
+# -- lists: the caller's history and the public gallery, newest first, by keyset --------
+
+_Cursor = tuple[datetime, str]
+_before = or_(
+    bindparam("before_at", type_=UTCDateTime) == None,  # noqa: E711 - SQL NULL test
+    tasks.c.created_at < bindparam("before_at", type_=UTCDateTime),
+    and_(
+        tasks.c.created_at == bindparam("before_at", type_=UTCDateTime),
+        tasks.c.id < bindparam("before_id", type_=String),
+    ),
+)
+_newest_first = (tasks.c.created_at.desc(), tasks.c.id.desc())
+_history = Query(
+    select(tasks)
+    .where(
+        tasks.c.account_id == bindparam("account_id"),
+        or_(
+            bindparam("status", type_=String) == None,  # noqa: E711
+            tasks.c.status == bindparam("status", type_=String),
+        ),
+        or_(
+            bindparam("model", type_=String) == None,  # noqa: E711
+            tasks.c.model == bindparam("model", type_=String),
+        ),
+        _before,
+    )
+    .order_by(*_newest_first)
+    .limit(bindparam("limit"))
+)
+_gallery = Query(
+    select(tasks.c.id, tasks.c.model, tasks.c.request, tasks.c.result_urls, tasks.c.created_at)
+    .where(
+        tasks.c.public.is_(True),
+        tasks.c.status == SUCCESS,
+        or_(
+            bindparam("model", type_=String) == None,  # noqa: E711
+            tasks.c.model == bindparam("model", type_=String),
+        ),
+        _before,
+    )
+    .order_by(*_newest_first)
+    .limit(bindparam("limit"))
+)
+_unpublish = Query(
+    update(tasks)
+    .where(tasks.c.id == bindparam("task_id"), tasks.c.account_id == bindparam("account_id"))
+    .values(public=False)
+)
+
+
+def _page(before: _Cursor | None, limit: int) -> dict[str, Any]:
+    return {
+        "before_at": before[0] if before else None,
+        "before_id": before[1] if before else None,
+        "limit": limit,
+    }
+
+
+async def history(
+    tx: Tx,
+    account_id: str,
+    *,
+    status: str | None,
+    model: str | None,
+    before: _Cursor | None,
+    limit: int,
+) -> list[TaskRow]:
+    rows = await tx.all(
+        _history,
+        {"account_id": account_id, "status": status, "model": model, **_page(before, limit)},
+    )
+    return [TaskRow(**row) for row in rows]
+
+
+async def gallery(
+    tx: Tx, *, model: str | None, before: _Cursor | None, limit: int
+) -> list[dict[str, Any]]:
+    return await tx.all(_gallery, {"model": model, **_page(before, limit)})
+
+
+async def unpublish(tx: Tx, task_id: str, account_id: str) -> bool:
+    """Take the account's task out of the gallery; False when it has no such task."""
+    return await tx.run(_unpublish, {"task_id": task_id, "account_id": account_id}) == 1

@@ -1,0 +1,117 @@
+"""Lists of tasks: the caller's history and the public gallery, newest first.
+
+Pages are keyset-paginated: the cursor names the last task shown (its creation time and
+id), so a page is one index range whatever the depth, and tasks created meanwhile never
+shift what the next page holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+from imagine import catalog
+from imagine.clock import iso_z
+from imagine.errors import InvalidInput, NotFound
+from imagine.services.tasks import status_data
+from imagine.store import tasks as repo
+from imagine.store.db import Database
+from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskView
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+STATUSES = (IN_PROGRESS, SUCCESS, FAILED)
+
+
+def encode_cursor(created_at: datetime, task_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{task_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, task_id = raw.partition("|")
+        when = datetime.fromisoformat(stamp)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput("cursor: not a cursor this server gave out") from None
+    if not task_id or when.tzinfo is None:
+        raise InvalidInput("cursor: not a cursor this server gave out")
+    return when, task_id
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_LIMIT
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise InvalidInput(f"limit: give a whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def check_model(model: str | None) -> str | None:
+    if model is not None and model not in catalog.MODELS:
+        raise InvalidInput(
+            f"model: unknown model {model!r}; use one of " + ", ".join(catalog.MODELS)
+        )
+    return model
+
+
+async def history_page(
+    db: Database,
+    account_id: str,
+    *,
+    status: str | None,
+    model: str | None,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    if status is not None and status not in STATUSES:
+        raise InvalidInput("status: use one of " + ", ".join(STATUSES))
+    before = decode_cursor(cursor)
+    rows = await db.read(
+        lambda tx: repo.history(
+            tx, account_id, status=status, model=check_model(model), before=before, limit=limit + 1
+        )
+    )
+    shown = rows[:limit]
+    return {
+        "items": [status_data(TaskView.of(row)) for row in shown],
+        "next_cursor": (
+            encode_cursor(shown[-1].created_at, shown[-1].id) if len(rows) > limit else None
+        ),
+    }
+
+
+async def gallery_page(
+    db: Database, *, model: str | None, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    """Public, finished tasks: what they show, nothing about who made them."""
+    before = decode_cursor(cursor)
+    rows = await db.read(
+        lambda tx: repo.gallery(tx, model=check_model(model), before=before, limit=limit + 1)
+    )
+    shown = rows[:limit]
+    return {
+        "items": [
+            {
+                "task_id": row["id"],
+                "model": row["model"],
+                "prompt": (row["request"].get("input") or {}).get("prompt"),
+                "resultUrls": row["result_urls"] or [],
+                "created_at": iso_z(row["created_at"]),
+            }
+            for row in shown
+        ],
+        "next_cursor": (
+            encode_cursor(shown[-1]["created_at"], shown[-1]["id"]) if len(rows) > limit else None
+        ),
+    }
+
+
+async def unpublish(db: Database, account_id: str, task_id: str) -> None:
+    if not await db.write(lambda tx: repo.unpublish(tx, task_id, account_id)):
+        raise NotFound(f"task {task_id} not found")
