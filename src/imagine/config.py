@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+from limits import RateLimitItem, parse
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -70,6 +71,16 @@ def parse_rate(value: Any) -> tuple[int, float]:
     return calls, seconds
 
 
+def parse_limit(value: str | None) -> RateLimitItem | None:
+    """A per-key API limit: `120/minute`, `10/second`, `1000/hour`...; empty: none."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return parse(value)
+    except ValueError:
+        raise ValueError("write it as COUNT/PERIOD, for example 120/minute or 5/second") from None
+
+
 Rate = Annotated[tuple[int, float], NoDecode, BeforeValidator(parse_rate)]
 
 
@@ -119,6 +130,16 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(
         default=10, gt=0, le=120, description="Seconds a webhook receiver has to answer."
     )
+    rate_limit_generate: str | None = Field(
+        default=None, description="Per-key limit of POST /api/generate, e.g. 120/minute."
+    )
+    rate_limit_status: str | None = Field(
+        default=None, description="Per-key limit of /api/status, e.g. 600/minute."
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:6379/0: rate limits shared by every process of a fleet.",
+    )
     max_result_bytes: int = Field(
         default=200 * 1024 * 1024,
         ge=1024,
@@ -164,6 +185,19 @@ class Settings(BaseSettings):
         description="Let the server fetch URLs on private, loopback or link-local addresses.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("rate_limit_generate", "rate_limit_status")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        parse_limit(value)
+        return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "redis+unix://")):
+            raise ValueError("use redis://host:6379/0 (or rediss:// for TLS)")
+        return value or None
 
     @field_validator("provider")
     @classmethod

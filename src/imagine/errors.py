@@ -8,9 +8,10 @@ class ImagineError(Exception):
 
     status_code = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers
 
 
 class BadRequest(ImagineError):
@@ -47,3 +48,7 @@ class ServiceUnavailable(ImagineError):
     """A transient condition (a busy database); the client should retry with backoff."""
 
     status_code = 503
+
+
+class TooManyRequests(ImagineError):
+    status_code = 429

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from imagine import __version__
-from imagine.config import Settings
+from imagine.config import Settings, parse_limit
 from imagine.fetch import Fetcher
 from imagine.providers.base import ProviderContext
 from imagine.providers.registry import ProviderRouter, build_router
+from imagine.services.ratelimit import GENERATE, STATUS, RateLimiter
 from imagine.services.tasks import TaskService
 from imagine.storage import LocalStorage
 from imagine.store.db import Database
@@ -71,6 +72,13 @@ class Runtime:
             allow_private=settings.allow_private_urls,
             user_agent=USER_AGENT,
             poll_interval=settings.worker_poll_interval,
+        )
+        self.limiter = RateLimiter(
+            {
+                GENERATE: parse_limit(settings.rate_limit_generate),
+                STATUS: parse_limit(settings.rate_limit_status),
+            },
+            settings.redis_url,
         )
         self.tasks = TaskService(
             self.db,

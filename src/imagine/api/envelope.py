@@ -81,7 +81,7 @@ def validation_problem(errors: list[Any]) -> ImagineError:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_domain_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ImagineError)
-        return error(exc.status_code, exc.message)
+        return error(exc.status_code, exc.message, headers=exc.headers)
 
     async def on_request_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -32,6 +32,7 @@ from imagine.schemas import (
     TaskStatus,
 )
 from imagine.services.keys import balance_of, presented_key_hash
+from imagine.services.ratelimit import GENERATE, STATUS, Decision
 from imagine.services.tasks import status_data
 
 router = APIRouter(prefix="/api", tags=["generation"])
@@ -43,6 +44,7 @@ _errors: dict[int | str, dict[str, Any]] = {
         (401, "Missing or invalid API key"),
         (404, "Unknown task"),
         (422, "A field holds a value the API can't accept; the message names it"),
+        (429, "The key's rate limit is reached; see Retry-After"),
     )
 }
 
@@ -57,10 +59,11 @@ _errors: dict[int | str, dict[str, Any]] = {
 async def generate(request: Request) -> Response:
     """Debits the model's credits and stores the task; answers at once with its id."""
     runtime, caller = await authenticated(request)
+    limited = await runtime.limiter.check(GENERATE, caller.key_id)
     body = await json_body(request, GenerateRequest)
     assert body is not None
     task_id = await runtime.tasks.create(caller, body)
-    return ok({"task_id": task_id, "status": "IN_PROGRESS"})
+    return _with_limit(ok({"task_id": task_id, "status": "IN_PROGRESS"}), limited)
 
 
 MAX_TASK_ID = 100
@@ -78,12 +81,13 @@ async def status_get(request: Request) -> Response:
     """The latest record of a task; one still in progress is refreshed from its provider."""
     runtime: Runtime = request.app.state.runtime
     key_hash = presented_key_hash(header_value(request, b"authorization"))
+    limited = await runtime.limiter.check(STATUS, key_hash)
     given = query_value(request, "task_id")
     if not given or len(given) > MAX_TASK_ID:
         await authenticated(request)  # an invalid key is told so before a bad task_id
         _task_id(given)
         raise InvalidInput("task_id: required; send ?task_id=<id>")
-    return ok(await runtime.tasks.status_data_for_key(key_hash, given))
+    return _with_limit(ok(await runtime.tasks.status_data_for_key(key_hash, given)), limited)
 
 
 @router.post(
@@ -96,11 +100,20 @@ async def status_get(request: Request) -> Response:
 async def status_post(request: Request) -> Response:
     """As GET, with `{"task_id": ...}` in the body (or `?task_id=` in the query)."""
     runtime, caller = await authenticated(request)
+    limited = await runtime.limiter.check(
+        STATUS, presented_key_hash(header_value(request, b"authorization"))
+    )
     body = await json_body(request, StatusRequest, optional=True)
     task_id = body.task_id if body is not None else _task_id(query_value(request, "task_id"))
     if task_id is None:
         raise InvalidInput('task_id: required; send {"task_id": "<id>"}')
-    return ok(status_data(await runtime.tasks.status(caller, task_id)))
+    return _with_limit(ok(status_data(await runtime.tasks.status(caller, task_id))), limited)
+
+
+def _with_limit(response: Response, decision: Decision | None) -> Response:
+    if decision is not None:
+        response.headers.update(decision.headers())
+    return response
 
 
 def _task_id(given: str | None) -> str | None:
