@@ -60,10 +60,29 @@ async def generate(request: Request) -> Response:
     """Debits the model's credits and stores the task; answers at once with its id."""
     runtime, caller = await authenticated(request)
     limited = await runtime.limiter.check(GENERATE, caller.key_id)
+    idempotency_key = _idempotency_key(header_value(request, b"idempotency-key"))
     body = await json_body(request, GenerateRequest)
     assert body is not None
-    task_id = await runtime.tasks.create(caller, body)
-    return _with_limit(ok({"task_id": task_id, "status": "IN_PROGRESS"}), limited)
+    created = await runtime.tasks.create(caller, body, idempotency_key)
+    response = ok({"task_id": created.task_id, "status": created.status})
+    if created.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _with_limit(response, limited)
+
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def _idempotency_key(given: str | None) -> str | None:
+    if given is None:
+        return None
+    key = given.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise InvalidInput(
+            f"Idempotency-Key: give 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters "
+            "(a UUID is a good choice)"
+        )
+    return key
 
 
 MAX_TASK_ID = 100

@@ -4,11 +4,15 @@ task ends. Every transition to SUCCESS or FAILED goes through `finish_success` o
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import orjson
 
 from imagine import catalog
 from imagine.catalog import ModelSpec, Output
@@ -22,6 +26,7 @@ from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services import billing, webhooks
 from imagine.services.keys import Caller, invalid_key
 from imagine.store import accounts as accounts_repo
+from imagine.store import idempotency
 from imagine.store import tasks as repo
 from imagine.store.db import Database, Tx
 from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow, TaskView
@@ -53,8 +58,14 @@ class TaskService:
         self._is_own_url = is_own_url
         self._finished: dict[str, tuple[str, dict[str, Any]]] = {}
 
-    async def create(self, caller: Caller, request: GenerateRequest) -> str:
-        """Validate, debit and store a task in one transaction; return its id."""
+    async def create(
+        self, caller: Caller, request: GenerateRequest, idempotency_key: str | None = None
+    ) -> Created:
+        """Validate, debit and store a task in one transaction.
+
+        With an idempotency key, the key's first task is given back (and nothing charged)
+        when the same key comes again with the same body within a day; with another body
+        it is refused."""
         spec = catalog.get_model(request.model)
         if spec is None:
             raise InvalidInput(
@@ -80,9 +91,17 @@ class TaskService:
 
         task_id = new_task_id()
         callback_token = secrets.token_urlsafe(24)
+        fingerprint = request_fingerprint(request) if idempotency_key else ""
 
-        async def store(tx: Tx) -> None:
+        async def store(tx: Tx) -> Created:
             now = utc_now()
+            if idempotency_key:
+                earlier = await idempotency.find(tx, caller.account_id, idempotency_key)
+                if earlier is not None:
+                    replayed = _replay(earlier, fingerprint, now)
+                    if replayed is not None:
+                        return replayed
+                    await idempotency.forget(tx, caller.account_id, idempotency_key)
             await billing.debit_task(
                 tx,
                 account_id=caller.account_id,
@@ -112,10 +131,22 @@ class TaskService:
                 created_at=now,
                 updated_at=now,
             )
+            if idempotency_key:
+                await idempotency.remember(
+                    tx, caller.account_id, idempotency_key, fingerprint, task_id, now
+                )
+            return Created(task_id, IN_PROGRESS, replayed=False)
 
-        await self._db.write(store)
-        self._on_created()
-        return task_id
+        try:
+            created = await self._db.write(store)
+        except Exception as exc:
+            if not (idempotency_key and _is_conflict(exc)):
+                raise
+            # Two requests with one key at the same moment: the other one stored first.
+            created = await self._db.write(store)
+        if not created.replayed:
+            self._on_created()
+        return created
 
     async def status(self, caller: Caller, task_id: str) -> TaskView:
         """The task; while it is in progress, refreshed from its provider first (bounded)."""
@@ -195,6 +226,43 @@ class TaskService:
                 f"{spec.name} needs a task that finished with SUCCESS"
             )
         return source
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    task_id: str
+    status: str
+    replayed: bool
+    """An idempotent retry: the task created by the key's first request."""
+
+
+def request_fingerprint(request: GenerateRequest) -> str:
+    body = orjson.dumps(request.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(body).hexdigest()
+
+
+def _replay(
+    earlier: tuple[str, str, datetime, str], fingerprint: str, now: datetime
+) -> Created | None:
+    """The earlier task for a repeated key, None when the key has expired; raises for a
+    key reused with another body."""
+    request_hash, task_id, created_at, status = earlier
+    if now - created_at > IDEMPOTENCY_WINDOW:
+        return None
+    if request_hash != fingerprint:
+        raise InvalidInput(
+            "Idempotency-Key: already used with a different request body; "
+            "use a new key for a new request"
+        )
+    return Created(task_id, status, replayed=True)
+
+
+def _is_conflict(exc: Exception) -> bool:
+    """A unique-key violation, from either engine's driver."""
+    return "IntegrityError" in type(exc).__name__ or "UniqueViolation" in type(exc).__name__
 
 
 def check_inputs(

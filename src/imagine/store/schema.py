@@ -149,3 +149,14 @@ webhook_attempts = Table(
     Column("error", String(500), nullable=True),
     Column("duration_ms", Integer, nullable=False),
 )
+
+# Idempotency-Key of POST /api/generate: the same key and body give back the same task.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("account_id", String(32), ForeignKey("accounts.id"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("task_id", String(32), ForeignKey("tasks.id"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
