@@ -33,7 +33,7 @@ from imagine.schemas import (
 )
 from imagine.services.keys import balance_of, presented_key_hash
 from imagine.services.ratelimit import GENERATE, STATUS, Decision
-from imagine.services.tasks import status_data
+from imagine.services.tasks import cancel_task, status_data
 
 router = APIRouter(prefix="/api", tags=["generation"])
 
@@ -63,11 +63,32 @@ async def generate(request: Request) -> Response:
     idempotency_key = _idempotency_key(header_value(request, b"idempotency-key"))
     body = await json_body(request, GenerateRequest)
     assert body is not None
+    wait = _preferred_wait(header_value(request, b"prefer"))
     created = await runtime.tasks.create(caller, body, idempotency_key)
-    response = ok({"task_id": created.task_id, "status": created.status})
+    answer: dict[str, Any] = {"task_id": created.task_id, "status": created.status}
+    if wait is not None:
+        answer = await runtime.tasks.wait_for(caller, created.task_id, wait) or answer
+    response = ok(answer)
+    if wait is not None:
+        response.headers["Preference-Applied"] = f"wait={wait}"
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return _with_limit(response, limited)
+
+
+MAX_WAIT = 60
+
+
+def _preferred_wait(prefer: str | None) -> int | None:
+    """`Prefer: wait=N` (RFC 7240): hold the answer up to N seconds (at most 60) for the
+    task to finish. Preferences that can't be read are ignored, as the RFC asks."""
+    if not prefer:
+        return None
+    for preference in prefer.replace(";", ",").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait" and value.strip().isdigit():
+            return min(int(value.strip()), MAX_WAIT)
+    return None
 
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -179,3 +200,24 @@ async def models(runtime: RuntimeDep) -> Response:
             }
         )
     return ok(listed)
+
+
+@router.post(
+    "/cancel",
+    responses={
+        **_errors,
+        409: {"model": ErrorEnvelope, "description": "The task already ended"},
+    },
+    openapi_extra={**openapi_body(StatusRequest), "parameters": [_task_id_query], **BEARER},
+    summary="Cancel a task",
+)
+async def cancel(request: Request) -> Response:
+    """Ends an unfinished task as FAILED. Credits come back unless an AI provider had
+    already started it (then the answer's `refunded` is false)."""
+    runtime, caller = await authenticated(request)
+    body = await json_body(request, StatusRequest, optional=True)
+    task_id = body.task_id if body is not None else _task_id(query_value(request, "task_id"))
+    if task_id is None:
+        raise InvalidInput('task_id: required; send {"task_id": "<id>"}')
+    result = await cancel_task(runtime.db, runtime.router, caller, task_id)
+    return ok(result)

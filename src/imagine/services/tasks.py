@@ -4,6 +4,7 @@ task ends. Every transition to SUCCESS or FAILED goes through `finish_success` o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
@@ -17,11 +18,11 @@ import orjson
 from imagine import catalog
 from imagine.catalog import ModelSpec, Output
 from imagine.clock import iso_z, utc_now
-from imagine.errors import BadRequest, InvalidInput, NotFound
+from imagine.errors import BadRequest, Conflict, InvalidInput, NotFound
 from imagine.ids import new_task_id
 from imagine.netguard import refused_literal, url_problem
 from imagine.providers.base import SourceTask
-from imagine.providers.registry import ProviderRouter
+from imagine.providers.registry import ProviderRouter, UnknownProvider
 from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services import billing, webhooks
 from imagine.services.keys import Caller, invalid_key
@@ -31,6 +32,8 @@ from imagine.store import tasks as repo
 from imagine.store.db import Database, Tx
 from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow, TaskView
 
+WAIT_POLL = 0.1
+"""Seconds between looks at a task a `Prefer: wait` request is waiting for."""
 FINISHED_CACHE_SIZE = 20_000
 """Status answers of finished tasks kept in memory (a few MB at most)."""
 
@@ -188,6 +191,18 @@ class TaskService:
         if view.status != IN_PROGRESS:
             self._remember_finished(task_id, found[1], data)
         return data
+
+    async def wait_for(self, caller: Caller, task_id: str, seconds: float) -> dict[str, Any] | None:
+        """The status data once the task ends, if it does within `seconds`; else None."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            view = await self.status(caller, task_id)
+            if view.status != IN_PROGRESS:
+                return status_data(view)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return None
+            await asyncio.sleep(min(WAIT_POLL, left))
 
     def _remember_finished(self, task_id: str, account_id: str, data: dict[str, Any]) -> None:
         finished = self._finished
@@ -413,6 +428,7 @@ async def _queue_webhook(
     *,
     result_urls: list[str] | None = None,
     error_message: str | None = None,
+    refunded: bool | None = None,
 ) -> None:
     if task.callback_url is None:
         return
@@ -421,7 +437,7 @@ async def _queue_webhook(
         status=status,
         request=task.request,
         result_urls=result_urls,
-        refunded=status == FAILED,
+        refunded=status == FAILED if refunded is None else refunded,
         credits=task.credits,
         error_message=error_message,
         created_at=task.created_at,
@@ -464,3 +480,52 @@ async def finish_failure(db: Database, task: TaskRow, worker_id: str, message: s
         return ended
 
     return await db.write(fail)
+
+
+CANCELLED = "cancelled by its owner"
+
+
+async def cancel_task(
+    db: Database, router: ProviderRouter, caller: Caller, task_id: str
+) -> dict[str, Any]:
+    """Cancel an unfinished task (it ends FAILED). The policy (README, "Cancelling"): credits come
+    back when no paid provider has started the task: not yet submitted upstream, or on the
+    offline preview engine. Once an AI provider has it, that work is paid for upstream and
+    the credits are kept; the task reports them as consumed."""
+    task = await db.read(lambda tx: repo.get_task(tx, task_id, account_id=caller.account_id))
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    if task.status != IN_PROGRESS:
+        raise Conflict(f"task {task_id} already ended with {task.status}; nothing to cancel")
+    try:
+        free = task.upstream_id is None or router.get(task.provider).engine == "preview"
+    except UnknownProvider:
+        free = task.upstream_id is None
+    message = (
+        CANCELLED
+        if free
+        else (f"{CANCELLED} after {task.provider} started it; its credits are kept")
+    )
+    now = utc_now()
+
+    async def end(tx: Tx) -> bool:
+        ended = await repo.cancel(
+            tx, task.id, caller.account_id, message=message, refunded=free, now=now
+        )
+        if ended:
+            if free:
+                await billing.refund_task(
+                    tx, account_id=task.account_id, task_id=task.id, amount=task.credits, now=now
+                )
+            await _queue_webhook(tx, task, FAILED, now, error_message=message, refunded=free)
+        return ended
+
+    if not await db.write(end):
+        raise Conflict(f"task {task_id} ended meanwhile; nothing to cancel")
+    return {
+        "task_id": task.id,
+        "status": FAILED,
+        "cancelled": True,
+        "refunded": free,
+        "consumed_credits": 0 if free else task.credits,
+    }

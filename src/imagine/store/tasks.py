@@ -374,3 +374,40 @@ async def gallery(
 async def unpublish(tx: Tx, task_id: str, account_id: str) -> bool:
     """Take the account's task out of the gallery; False when it has no such task."""
     return await tx.run(_unpublish, {"task_id": task_id, "account_id": account_id}) == 1
+
+
+_cancel = Query(
+    update(tasks)
+    .where(
+        tasks.c.id == bindparam("task_id"),
+        tasks.c.account_id == bindparam("account_id"),
+        tasks.c.status == IN_PROGRESS,
+    )
+    .values(
+        status=FAILED,
+        error_message=bindparam("message"),
+        refunded=bindparam("refunded"),
+        finished_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+
+
+async def cancel(
+    tx: Tx, task_id: str, account_id: str, *, message: str, refunded: bool, now: datetime
+) -> bool:
+    """End an unfinished task of the account, whoever holds it: the holder's next write
+    then matches no row. False when it had already ended."""
+    changed = await tx.run(
+        _cancel,
+        {
+            "task_id": task_id,
+            "account_id": account_id,
+            "message": message,
+            "refunded": refunded,
+            "now": now,
+        },
+    )
+    return changed == 1
