@@ -201,6 +201,13 @@ class TestBadInput:
         answer = httpx.post(f"{server.url}/api/generate", content=chunks(), headers=auth(key))
         assert_error(answer, 413, "too large")
 
+    def test_headers_too_large(self, server: ServerProcess, key: str) -> None:
+        headers = {**auth(key), "X-Padding": "x" * 20_000}
+        answer = httpx.post(f"{server.url}/api/generate", json={}, headers=headers)
+        assert_error(answer, 431, "headers too large")
+        long_url = f"{server.url}/api/status?task_id={'t' * 20_000}"
+        assert_error(httpx.get(long_url, headers=auth(key)), 431, "headers too large")
+
 
 class TestInsufficientCredits:
     def test_402_and_nothing_is_created(self, server: ServerProcess) -> None:

@@ -177,6 +177,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=64 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest request body."
     )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line plus headers (431 beyond).",
+    )
     max_download_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1024, description="Largest source image the server downloads."
     )

@@ -55,7 +55,11 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.include_router(public.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)

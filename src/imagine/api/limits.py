@@ -1,4 +1,5 @@
-"""A cap on request bodies, enforced while they stream in (Content-Length can lie)."""
+"""Caps on what a request may carry: its headers (431) and its body, enforced while it
+streams in (413; Content-Length can lie)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,27 @@ from imagine.errors import PayloadTooLarge
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_header_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
+        headers = scope["headers"]
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        size += sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > self.max_header_bytes:
+            response = error(
+                431,
+                f"request headers too large: send at most {self.max_header_bytes} bytes "
+                "of headers and URL",
+            )
+            await response(scope, receive, send)
+            return
+        for name, value in headers:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
                     response = error(413, self._message())
