@@ -28,6 +28,7 @@ from imagine.storage import LocalStorage
 
 _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+DOWNLOAD_SECONDS = 600.0
 DOWNLOADS_AT_ONCE = 16
 """Downloads in flight per process (the connection pool's size)."""
 
@@ -60,7 +61,10 @@ class Fetcher:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers={"user-agent": self._user_agent},
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=15.0),
+                # A slow drip can't hold a download open either: 15 s per read, 10 min whole.
+                timeout=aiohttp.ClientTimeout(
+                    total=DOWNLOAD_SECONDS, sock_connect=5.0, sock_read=15.0
+                ),
                 connector=aiohttp.TCPConnector(
                     limit=DOWNLOADS_AT_ONCE, resolver=self._resolver, ttl_dns_cache=10
                 ),

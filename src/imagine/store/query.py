@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON
+from sqlalchemy import JSON, String, bindparam, or_
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -56,6 +56,12 @@ class CompiledSqlite:
             if value is not None:
                 row[name] = convert(value)
         return row
+
+
+def equals_if_given(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """`column = :name`, or true when the parameter is NULL: an optional filter."""
+    given = bindparam(name, type_=String)
+    return or_(given.is_(None), column == given)
 
 
 class Query:

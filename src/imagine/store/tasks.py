@@ -16,7 +16,7 @@ from sqlalchemy import String, and_, bindparam, case, insert, or_, select, updat
 from sqlalchemy.sql import Executable
 
 from imagine.store.db import Tx
-from imagine.store.query import Query
+from imagine.store.query import Query, equals_if_given
 from imagine.store.schema import api_keys, tasks
 from imagine.store.types import UTCDateTime
 
@@ -307,14 +307,8 @@ _history = Query(
     select(tasks)
     .where(
         tasks.c.account_id == bindparam("account_id"),
-        or_(
-            bindparam("status", type_=String) == None,  # noqa: E711
-            tasks.c.status == bindparam("status", type_=String),
-        ),
-        or_(
-            bindparam("model", type_=String) == None,  # noqa: E711
-            tasks.c.model == bindparam("model", type_=String),
-        ),
+        equals_if_given(tasks.c.status, "status"),
+        equals_if_given(tasks.c.model, "model"),
         _before,
     )
     .order_by(*_newest_first)
@@ -325,10 +319,7 @@ _gallery = Query(
     .where(
         tasks.c.public.is_(True),
         tasks.c.status == SUCCESS,
-        or_(
-            bindparam("model", type_=String) == None,  # noqa: E711
-            tasks.c.model == bindparam("model", type_=String),
-        ),
+        equals_if_given(tasks.c.model, "model"),
         _before,
     )
     .order_by(*_newest_first)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from imagine.store.db import Tx
-from imagine.store.query import Query
+from imagine.store.query import Query, equals_if_given
 from imagine.store.schema import accounts, webhook_attempts, webhook_deliveries
 from imagine.store.types import UTCDateTime
 
@@ -107,10 +107,7 @@ _listed = (
     select(webhook_deliveries.c.id)
     .where(
         webhook_deliveries.c.account_id == bindparam("account_id"),
-        or_(
-            bindparam("task_id", type_=String) == None,  # noqa: E711 - SQL NULL test
-            webhook_deliveries.c.task_id == bindparam("task_id", type_=String),
-        ),
+        equals_if_given(webhook_deliveries.c.task_id, "task_id"),
     )
     .order_by(webhook_deliveries.c.created_at.desc())
     .limit(bindparam("limit"))
