@@ -120,3 +120,23 @@ def test_the_gallery_page_in_a_browser(server: ServerProcess, key: str) -> None:
             assert page.locator(f'figure[data-task-id="{video}"] video').count() == 1
         finally:
             browser.close()
+
+
+def test_lists_on_both_engines(engine_server: tuple[ServerProcess, Any]) -> None:
+    server, _ = engine_server
+    key = new_key(server.url)["key"]
+    ids = [
+        create_task(server.url, key, {**text_to_image(f"engine {n}"), "public": True})
+        for n in range(3)
+    ]
+    for task_id in ids:
+        wait_done(server.url, key, task_id)
+    page = _get(server, "/api/tasks", key, limit="2", status="SUCCESS").json()["data"]
+    assert [item["task_id"] for item in page["items"]] == ids[:0:-1]
+    rest = _get(server, "/api/tasks", key, cursor=page["next_cursor"]).json()["data"]
+    assert [item["task_id"] for item in rest["items"]] == ids[:1]
+    gallery = _get(server, "/api/gallery", model="grok-imagine/text-to-image").json()["data"]
+    assert [item["task_id"] for item in gallery["items"]][:3] == ids[::-1]
+    hooks = _get(server, "/api/webhooks", key, task_id=ids[0])
+    assert hooks.status_code == 200
+    assert hooks.json()["data"] == []

@@ -116,3 +116,33 @@ def test_a_private_callback_url_is_refused_at_submit(server: ServerProcess, key:
         answer = generate(server.url, key, {**text_to_image(), "callback_url": url})
         assert answer.status_code == 400
         assert answer.json()["message"].startswith("callback_url: points to a private")
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_the_outbox_on_both_engines(tmp_path: Any, engine: str) -> None:
+    from tests.support.databases import (
+        create_postgres_database,
+        drop_postgres_database,
+        sqlalchemy_url,
+    )
+
+    env = dict(FAST)
+    database = None
+    if engine == "postgres":
+        database = create_postgres_database()
+        env["IMAGINE_DATABASE_URL"] = sqlalchemy_url(database)
+    server = ServerProcess(tmp_path / engine, env).start()
+    try:
+        key = new_key(server.url)["key"]
+        with receiver(answers=(500,)) as hook:
+            body = {**text_to_image("engines"), "callback_url": hook.url}
+            task_id = create_task(server.url, key, body)
+            wait_done(server.url, key, task_id)
+            _eventually(lambda: len(hook.received) == 2)
+        (delivery,) = _deliveries(server, key, task_id)
+        assert delivery["status"] == "delivered"
+        assert [attempt["status_code"] for attempt in delivery["attempts"]] == [500, 204]
+    finally:
+        server.stop()
+        if database is not None:
+            drop_postgres_database(database)
