@@ -32,6 +32,9 @@ def _fetcher(tmp_path: Path, *, allow_private: bool = False) -> Fetcher:
         "http://169.254.169.254/latest/meta-data",
         "http://10.0.0.1/cat.png",
         "http://localhost:9/cat.png",  # a name that resolves to loopback
+        "http://[::ffff:10.0.0.1]/cat.png",  # IPv4-mapped
+        "http://[64:ff9b::7f00:1]/cat.png",  # NAT64 of 127.0.0.1
+        "http://[2002:a00:1::]/cat.png",  # 6to4 of 10.0.0.1
     ],
 )
 async def test_private_addresses_are_refused(tmp_path: Path, url: str) -> None:
@@ -49,12 +52,16 @@ async def test_a_redirect_inward_is_refused_at_the_next_hop(tmp_path: Path) -> N
     with image_server() as images:
         host, port = images.removeprefix("http://").split(":")
         fetcher = _fetcher(tmp_path)
-        fetcher.trust({host})  # the first hop is allowed, as a provider's host would be
+        fetcher.trust({host})  # a provider's host: its results may be fetched
         try:
-            assert (await fetcher.source_image(f"{images}/cat.png")).startswith(b"\x89PNG")
+            assert (await fetcher.result(f"{images}/cat.png")).data.startswith(b"\x89PNG")
+            # ... but users' source URLs get no such trust.
+            with pytest.raises(ProviderError) as untrusted:
+                await fetcher.source_image(f"{images}/cat.png")
+            assert "private or reserved address" in untrusted.value.message
             inward = quote(f"http://localhost:{port}/cat.png", safe="")
             with pytest.raises(ProviderError) as refused:
-                await fetcher.source_image(f"{images}/redirect-to/{inward}")
+                await fetcher.result(f"{images}/redirect-to/{inward}")
         finally:
             await fetcher.aclose()
     assert refused.value.retryable is False

@@ -3,6 +3,7 @@ browser shows it (Debian's chromium, driven by Playwright)."""
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
@@ -46,6 +47,7 @@ def test_history_pages_newest_first_with_filters(server: ServerProcess, key: str
     assert _get(server, "/api/tasks", other).json()["data"]["items"] == []
     for params, field in (
         ({"cursor": "nonsense"}, "cursor"),
+        ({"cursor": base64.urlsafe_b64encode(b"9999-12-31T23:59:59-05:00|t1").decode()}, "cursor"),
         ({"status": "DONE"}, "status"),
         ({"limit": "0"}, "limit"),
         ({"model": "paint"}, "model"),

@@ -61,6 +61,11 @@ def test_a_delivery_is_signed_retried_and_accepted_once(make_server: Any) -> Non
     assert delivery["status"] == "delivered"
     assert [attempt["status_code"] for attempt in delivery["attempts"]] == [500, 503, 204]
     assert delivery["url"] == hook.url
+    stranger = new_key(server.url)["key"]
+    hidden = httpx.get(
+        f"{server.url}/api/webhooks", params={"task_id": task_id}, headers=auth(stranger)
+    )
+    assert hidden.status_code == 404
 
     tampered = hook.received[-1].body.replace(b"SUCCESS", b"FAILED")
     with pytest.raises(WebhookVerificationError):

@@ -48,32 +48,20 @@ class Fetcher:
         self._allow_private = allow_private
         self._max_source_bytes = max_source_bytes
         self._max_result_bytes = max_result_bytes
-        self._resolver = CheckedResolver(allow_private=allow_private)
-        self._session: aiohttp.ClientSession | None = None
+        # Two pools: user URLs (sources) never get the trust given to the operator's
+        # provider hosts, which only results are fetched from.
+        self._sources = _Pool(user_agent, CheckedResolver(allow_private=allow_private))
+        self._results = _Pool(user_agent, CheckedResolver(allow_private=allow_private))
         self._slots = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
 
     def trust(self, hosts: Collection[str]) -> None:
-        """Hosts the operator configured (provider APIs): their private addresses are allowed."""
-        self._resolver.trusted_hosts = frozenset(hosts)
-
-    def _open(self) -> aiohttp.ClientSession:
-        # Made on first use: a session belongs to the event loop that runs it.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                headers={"user-agent": self._user_agent},
-                # A slow drip can't hold a download open either: 15 s per read, 10 min whole.
-                timeout=aiohttp.ClientTimeout(
-                    total=DOWNLOAD_SECONDS, sock_connect=5.0, sock_read=15.0
-                ),
-                connector=aiohttp.TCPConnector(
-                    limit=DOWNLOADS_AT_ONCE, resolver=self._resolver, ttl_dns_cache=10
-                ),
-            )
-        return self._session
+        """Provider hosts the operator configured: results may come from their private
+        addresses."""
+        self._results.resolver.trusted_hosts = frozenset(hosts)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._sources.close()
+        await self._results.close()
 
     def is_own_url(self, url: str) -> bool:
         """One of our result URLs: read from storage, never fetched."""
@@ -86,14 +74,14 @@ class Fetcher:
             if data is None:
                 raise ProviderError(f"the source {url} no longer exists", retryable=False)
             return data
-        data = await self._download(url, self._max_source_bytes, "the source URL")
+        data = await self._download(self._sources, url, self._max_source_bytes, "the source URL")
         if not (sniff_content_type(data) or "").startswith("image/"):
             raise ProviderError("the source URL is not a PNG, JPEG or WebP image", retryable=False)
         return data
 
     async def result(self, url: str) -> Artifact:
         """One upstream result, to be stored as ours; an image or an MP4 video."""
-        data = await self._download(url, self._max_result_bytes, "the result")
+        data = await self._download(self._results, url, self._max_result_bytes, "the result")
         kind = sniff_content_type(data)
         if kind is None:
             raise ProviderError(
@@ -101,11 +89,18 @@ class Fetcher:
             )
         return Artifact(data, kind)
 
-    async def _download(self, url: str, max_bytes: int, what: str) -> bytes:
+    async def _download(self, pool: _Pool, url: str, max_bytes: int, what: str) -> bytes:
         async with self._slots:
-            return await self._download_now(url, max_bytes, what)
+            try:
+                return await self._download_now(pool, url, max_bytes, what)
+            except ProviderError:
+                raise
+            except Exception as exc:  # e.g. a host name the resolver can't encode
+                raise ProviderError(
+                    f"{what} could not be downloaded ({type(exc).__name__})", retryable=False
+                ) from None
 
-    async def _download_now(self, url: str, max_bytes: int, what: str) -> bytes:
+    async def _download_now(self, pool: _Pool, url: str, max_bytes: int, what: str) -> bytes:
         for _ in range(_MAX_REDIRECTS + 1):
             problem = url_problem(url)
             if problem is not None:
@@ -114,7 +109,7 @@ class Fetcher:
             if (
                 literal is not None
                 and not self._allow_private
-                and urlsplit(url).hostname not in self._resolver.trusted_hosts
+                and urlsplit(url).hostname not in pool.resolver.trusted_hosts
                 and not is_public_address(literal)
             ):
                 raise ProviderError(
@@ -123,7 +118,7 @@ class Fetcher:
                     retryable=False,
                 )
             try:
-                async with self._open().get(url, allow_redirects=False) as response:
+                async with pool.session().get(url, allow_redirects=False) as response:
                     if response.status in _REDIRECTS and "location" in response.headers:
                         # Each hop is checked again: a public URL may redirect inward.
                         url = urljoin(url, response.headers["location"])
@@ -158,3 +153,31 @@ async def _read_limited(response: aiohttp.ClientResponse, max_bytes: int, what: 
             raise ProviderError(f"{what} is larger than {max_bytes} bytes", retryable=False)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _Pool:
+    """A session whose connections go only to addresses its resolver checked."""
+
+    def __init__(self, user_agent: str, resolver: CheckedResolver) -> None:
+        self.resolver = resolver
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        # Made on first use: a session belongs to the event loop that runs it.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers={"user-agent": self._user_agent},
+                # A slow drip can't hold a download open either: 15 s per read, 10 min whole.
+                timeout=aiohttp.ClientTimeout(
+                    total=DOWNLOAD_SECONDS, sock_connect=5.0, sock_read=15.0
+                ),
+                connector=aiohttp.TCPConnector(
+                    limit=DOWNLOADS_AT_ONCE, resolver=self.resolver, ttl_dns_cache=10
+                ),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

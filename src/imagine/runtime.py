@@ -53,6 +53,14 @@ class Runtime:
             max_result_bytes=settings.max_result_bytes,
         )
         self.router = providers_for(settings, public_url, self.fetcher)
+        self.webhooks = WebhookSender(
+            self.db,
+            schedule=settings.webhook_retry_schedule,
+            timeout=settings.webhook_timeout,
+            allow_private=settings.allow_private_urls,
+            user_agent=USER_AGENT,
+            poll_interval=settings.worker_poll_interval,
+        )
         self.worker = Worker(
             self.db,
             self.router,
@@ -64,14 +72,7 @@ class Runtime:
             lease_seconds=settings.lease_seconds,
             refresh_timeout=settings.status_refresh_timeout,
             refresh_interval=settings.status_refresh_interval,
-        )
-        self.webhooks = WebhookSender(
-            self.db,
-            schedule=settings.webhook_retry_schedule,
-            timeout=settings.webhook_timeout,
-            allow_private=settings.allow_private_urls,
-            user_agent=USER_AGENT,
-            poll_interval=settings.worker_poll_interval,
+            on_finished=self.webhooks.wake,
         )
         self.limiter = RateLimiter(
             {

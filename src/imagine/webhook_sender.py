@@ -39,7 +39,7 @@ from imagine.webhooks import signed_headers
 logger = logging.getLogger("imagine.webhooks")
 
 AT_ONCE = 16
-LEASE = timedelta(seconds=120)
+LEASE_MARGIN = 60.0
 
 
 class WebhookSender:
@@ -64,6 +64,9 @@ class WebhookSender:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        # A lease outlives the longest attempt, so no other sender posts it meanwhile.
+        self._lease = timedelta(seconds=timeout + LEASE_MARGIN)
 
     def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -86,26 +89,47 @@ class WebhookSender:
             await self._session.close()
 
     async def run(self) -> None:
+        # A pipeline, not batches: a receiver that keeps its connection open until the
+        # timeout holds one slot, not everyone's deliveries.
         while not self._stopping:
             self._wake.clear()
-            try:
-                due = await self._claim()
-            except Exception:
-                logger.exception("claiming webhook deliveries failed; trying again")
-                due = []
-            if due:
-                await asyncio.gather(*(self._deliver(delivery) for delivery in due))
+            free = AT_ONCE - len(self._running)
+            due: list[DeliveryRow] = []
+            if free > 0:
+                try:
+                    due = await self._claim(free)
+                except Exception:
+                    logger.exception("claiming webhook deliveries failed; trying again")
+            for delivery in due:
+                sending = asyncio.create_task(self._deliver_safely(delivery))
+                self._running.add(sending)
+                sending.add_done_callback(self._on_done)
+            if due and len(due) == free:
+                await asyncio.sleep(0)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        if self._running:
+            await asyncio.wait(self._running, timeout=self._timeout + 1)
 
-    async def _claim(self) -> list[DeliveryRow]:
+    def _on_done(self, sending: asyncio.Task[None]) -> None:
+        self._running.discard(sending)
+        self._wake.set()
+
+    async def _claim(self, limit: int) -> list[DeliveryRow]:
         now = utc_now()
         return await self._db.write(
             lambda tx: repo.claim_due(
-                tx, worker_id=self.id, now=now, lease_until=now + LEASE, limit=AT_ONCE
+                tx, worker_id=self.id, now=now, lease_until=now + self._lease, limit=limit
             )
         )
+
+    async def _deliver_safely(self, delivery: DeliveryRow) -> None:
+        try:
+            await self._deliver(delivery)
+        except Exception:
+            # The lease runs out and the delivery is tried again; the sender goes on.
+            logger.exception("webhook %s: delivering failed unexpectedly", delivery.id)
 
     async def _deliver(self, delivery: DeliveryRow) -> None:
         attempted_at = utc_now()
@@ -170,3 +194,5 @@ class WebhookSender:
             return None, f"no answer within {self._timeout:g} s", False
         except aiohttp.ClientError as exc:
             return None, f"could not connect ({type(exc).__name__})", False
+        except Exception as exc:  # e.g. a host name that can't be encoded: never better
+            return None, f"could not be sent ({type(exc).__name__})", True

@@ -16,6 +16,7 @@ import os
 import random
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -73,12 +74,14 @@ class Worker:
         lease_seconds: float,
         refresh_timeout: float,
         refresh_interval: float,
+        on_finished: Callable[[], None] = lambda: None,
     ) -> None:
         self.id = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._db = db
         self._router = router
         self._storage = storage
         self._fetcher = fetcher
+        self._on_finished = on_finished
         self._failover_after = failover_after
         self._concurrency = concurrency
         self._poll_interval = poll_interval
@@ -305,6 +308,7 @@ class Worker:
                 return
             urls = await self._storage.save(task.id, artifacts)
             if await finish_success(self._db, task, self.id, urls):
+                self._on_finished()
                 TASKS_FINISHED.labels(task.provider, "SUCCESS").inc()
                 logger.info("task %s: SUCCESS", task.id)
         elif isinstance(outcome, Failed):
@@ -445,5 +449,6 @@ class Worker:
 
     async def _fail(self, task: TaskRow, message: str) -> None:
         if await finish_failure(self._db, task, self.id, message):
+            self._on_finished()
             TASKS_FINISHED.labels(task.provider, "FAILED").inc()
             logger.info("task %s: FAILED and refunded: %s", task.id, message)

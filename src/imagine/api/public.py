@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -36,6 +37,7 @@ from imagine.services.ratelimit import GENERATE, STATUS, Decision
 from imagine.services.tasks import cancel_task, status_data
 
 router = APIRouter(prefix="/api", tags=["generation"])
+logger = logging.getLogger("imagine.api")
 
 _errors: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorEnvelope, "description": text}
@@ -67,7 +69,12 @@ async def generate(request: Request) -> Response:
     created = await runtime.tasks.create(caller, body, idempotency_key)
     answer: dict[str, Any] = {"task_id": created.task_id, "status": created.status}
     if wait is not None:
-        answer = await runtime.tasks.wait_for(caller, created.task_id, wait) or answer
+        try:
+            answer = await runtime.tasks.wait_for(caller, created.task_id, wait) or answer
+        except Exception:
+            # The task is stored and charged: whatever went wrong while waiting, the
+            # client must learn its id, not an error it might retry into a second charge.
+            logger.exception("waiting for task %s failed", created.task_id)
     response = ok(answer)
     if wait is not None:
         response.headers["Preference-Applied"] = f"wait={wait}"
@@ -220,4 +227,5 @@ async def cancel(request: Request) -> Response:
     if task_id is None:
         raise InvalidInput('task_id: required; send {"task_id": "<id>"}')
     result = await cancel_task(runtime.db, runtime.router, caller, task_id)
+    runtime.webhooks.wake()
     return ok(result)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from imagine import catalog
@@ -33,14 +33,18 @@ def encode_cursor(created_at: datetime, task_id: str) -> str:
 def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     if not cursor:
         return None
+    refused = InvalidInput("cursor: not a cursor this server gave out")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, _, task_id = raw.partition("|")
         when = datetime.fromisoformat(stamp)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput("cursor: not a cursor this server gave out") from None
-    if not task_id or when.tzinfo is None:
-        raise InvalidInput("cursor: not a cursor this server gave out")
+        if when.tzinfo is None:
+            raise refused
+        when = when.astimezone(UTC)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
+        raise refused from None
+    if not task_id:
+        raise refused
     return when, task_id
 
 

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -20,7 +19,7 @@ from imagine.catalog import ModelSpec, Output
 from imagine.clock import iso_z, utc_now
 from imagine.errors import BadRequest, Conflict, InvalidInput, NotFound
 from imagine.ids import new_task_id
-from imagine.netguard import refused_literal, url_problem
+from imagine.netguard import refused_literal, url_problem, url_without_secrets
 from imagine.providers.base import SourceTask
 from imagine.providers.registry import ProviderRouter, UnknownProvider
 from imagine.schemas import GenerateInput, GenerateRequest
@@ -32,7 +31,7 @@ from imagine.store import tasks as repo
 from imagine.store.db import Database, Tx
 from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow, TaskView
 
-WAIT_POLL = 0.1
+WAIT_POLL = 0.25
 """Seconds between looks at a task a `Prefer: wait` request is waiting for."""
 FINISHED_CACHE_SIZE = 20_000
 """Status answers of finished tasks kept in memory (a few MB at most)."""
@@ -357,18 +356,10 @@ def sanitized_request(request: GenerateRequest) -> dict[str, Any]:
         "input": request.input.model_dump(exclude_none=True),
     }
     if request.callback_url is not None:
-        shown["callback_url"] = _without_secrets(request.callback_url)
+        shown["callback_url"] = url_without_secrets(request.callback_url)
     if request.public:
         shown["public"] = True
     return shown
-
-
-def _without_secrets(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def source_task(row: TaskRow) -> SourceTask:
@@ -488,44 +479,54 @@ CANCELLED = "cancelled by its owner"
 async def cancel_task(
     db: Database, router: ProviderRouter, caller: Caller, task_id: str
 ) -> dict[str, Any]:
-    """Cancel an unfinished task (it ends FAILED). The policy (README, "Cancelling"): credits come
-    back when no paid provider has started the task: not yet submitted upstream, or on the
-    offline preview engine. Once an AI provider has it, that work is paid for upstream and
-    the credits are kept; the task reports them as consumed."""
+    """Cancel an unfinished task (it ends FAILED). The policy (README, "Cancelling and
+    waiting"): credits come back when no paid provider can have started the task: it runs
+    on the offline preview engine, or it has not been sent upstream and nobody is sending
+    it. Once an AI provider has it, that work is paid for upstream and the credits are
+    kept; the task reports them as consumed. Decided inside the write, so a submit racing
+    the cancel can't make it refund paid work."""
     task = await db.read(lambda tx: repo.get_task(tx, task_id, account_id=caller.account_id))
     if task is None:
         raise NotFound(f"task {task_id} not found")
     if task.status != IN_PROGRESS:
         raise Conflict(f"task {task_id} already ended with {task.status}; nothing to cancel")
     try:
-        free = task.upstream_id is None or router.get(task.provider).engine == "preview"
+        offline = router.get(task.provider).engine == "preview"
     except UnknownProvider:
-        free = task.upstream_id is None
-    message = (
-        CANCELLED
-        if free
-        else (f"{CANCELLED} after {task.provider} started it; its credits are kept")
-    )
+        offline = False
     now = utc_now()
 
-    async def end(tx: Tx) -> bool:
-        ended = await repo.cancel(
-            tx, task.id, caller.account_id, message=message, refunded=free, now=now
+    async def end(tx: Tx) -> bool | None:
+        """True: cancelled and refunded; False: cancelled, credits kept; None: ended."""
+        free = await repo.cancel(
+            tx,
+            task.id,
+            caller.account_id,
+            message=CANCELLED,
+            refunded=True,
+            now=now,
+            only_unsent=not offline,
         )
-        if ended:
-            if free:
-                await billing.refund_task(
-                    tx, account_id=task.account_id, task_id=task.id, amount=task.credits, now=now
-                )
-            await _queue_webhook(tx, task, FAILED, now, error_message=message, refunded=free)
-        return ended
+        message_kept = f"{CANCELLED} after {task.provider} started it; its credits are kept"
+        if not free and not await repo.cancel(
+            tx, task.id, caller.account_id, message=message_kept, refunded=False, now=now
+        ):
+            return None
+        if free:
+            await billing.refund_task(
+                tx, account_id=task.account_id, task_id=task.id, amount=task.credits, now=now
+            )
+        message = CANCELLED if free else message_kept
+        await _queue_webhook(tx, task, FAILED, now, error_message=message, refunded=free)
+        return free
 
-    if not await db.write(end):
+    refunded = await db.write(end)
+    if refunded is None:
         raise Conflict(f"task {task_id} ended meanwhile; nothing to cancel")
     return {
         "task_id": task.id,
         "status": FAILED,
         "cancelled": True,
-        "refunded": free,
-        "consumed_credits": 0 if free else task.credits,
+        "refunded": refunded,
+        "consumed_credits": 0 if refunded else task.credits,
     }

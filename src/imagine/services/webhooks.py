@@ -9,6 +9,9 @@ from typing import Any
 import orjson
 
 from imagine.clock import iso_z
+from imagine.errors import NotFound
+from imagine.netguard import url_without_secrets
+from imagine.store import tasks as tasks_repo
 from imagine.store import webhooks as repo
 from imagine.store.db import Database, Tx
 from imagine.store.webhooks import PENDING
@@ -65,6 +68,12 @@ async def rotate_secret(db: Database, account_id: str) -> str:
 async def deliveries_view(
     db: Database, account_id: str, task_id: str | None
 ) -> list[dict[str, Any]]:
+    """The newest deliveries, each with its attempts; with `task_id`, only that task's
+    (404 when the account has no such task)."""
+    if task_id is not None:
+        found = await db.read(lambda tx: tasks_repo.get_view(tx, task_id, account_id))
+        if found is None:
+            raise NotFound(f"task {task_id} not found")
     listed = await db.read(
         lambda tx: repo.list_deliveries(tx, account_id, task_id=task_id, limit=LISTED)
     )
@@ -72,7 +81,7 @@ async def deliveries_view(
         {
             "id": delivery.id,
             "task_id": delivery.task_id,
-            "url": delivery.url,
+            "url": url_without_secrets(delivery.url),
             "status": delivery.status,
             "attempts": [
                 {

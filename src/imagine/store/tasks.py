@@ -367,32 +367,48 @@ async def unpublish(tx: Tx, task_id: str, account_id: str) -> bool:
     return await tx.run(_unpublish, {"task_id": task_id, "account_id": account_id}) == 1
 
 
-_cancel = Query(
-    update(tasks)
-    .where(
-        tasks.c.id == bindparam("task_id"),
-        tasks.c.account_id == bindparam("account_id"),
-        tasks.c.status == IN_PROGRESS,
+def _cancel_where(*extra: Any) -> Query:
+    return Query(
+        update(tasks)
+        .where(
+            tasks.c.id == bindparam("task_id"),
+            tasks.c.account_id == bindparam("account_id"),
+            tasks.c.status == IN_PROGRESS,
+            *extra,
+        )
+        .values(
+            status=FAILED,
+            error_message=bindparam("message"),
+            refunded=bindparam("refunded"),
+            finished_at=bindparam("now"),
+            updated_at=bindparam("now"),
+            lease_owner=None,
+            lease_expires_at=None,
+        )
     )
-    .values(
-        status=FAILED,
-        error_message=bindparam("message"),
-        refunded=bindparam("refunded"),
-        finished_at=bindparam("now"),
-        updated_at=bindparam("now"),
-        lease_owner=None,
-        lease_expires_at=None,
-    )
-)
+
+
+_cancel = _cancel_where()
+# Not sent upstream and nobody sending it right now (a submit in flight holds the lease):
+# the one case where no provider can have started paid work.
+_cancel_unsent = _cancel_where(tasks.c.upstream_id.is_(None), _unleased)
 
 
 async def cancel(
-    tx: Tx, task_id: str, account_id: str, *, message: str, refunded: bool, now: datetime
+    tx: Tx,
+    task_id: str,
+    account_id: str,
+    *,
+    message: str,
+    refunded: bool,
+    now: datetime,
+    only_unsent: bool = False,
 ) -> bool:
     """End an unfinished task of the account, whoever holds it: the holder's next write
-    then matches no row. False when it had already ended."""
+    then matches no row. False when it had already ended (or, with `only_unsent`, when
+    it has been or is being sent upstream)."""
     changed = await tx.run(
-        _cancel,
+        _cancel_unsent if only_unsent else _cancel,
         {
             "task_id": task_id,
             "account_id": account_id,
