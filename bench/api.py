@@ -98,7 +98,7 @@ def machine_facts() -> dict[str, Any]:
     """What a reader needs to judge the figures: cores, CPU, Python, wrk, when."""
     return {
         "nproc": int(_output(["nproc"]).strip()),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "wrk": _output(["wrk", "--version"]).partition("Copyright")[0].strip(),
@@ -112,7 +112,7 @@ def _output(command: Sequence[str]) -> str:
     return done.stdout + done.stderr
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
         for line in cpuinfo:
             if line.startswith("model name"):
@@ -599,11 +599,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[red]interrupted[/red]; the server and worker are stopped")
         return 130
     print_report(data)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=2) + "\n")
-        console.print(f"wrote {args.out}")
+    write_results(data, args.out)
     return 0
+
+
+def write_results(data: dict[str, Any], out: Path | None) -> None:
+    """Every figure, the settings and the machine as JSON, when asked for."""
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data, indent=2) + "\n")
+        console.print(f"wrote {out}")
 
 
 if __name__ == "__main__":

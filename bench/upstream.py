@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import math
 import multiprocessing
 import os
@@ -68,7 +67,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 from tests.support.fake_kie import FakeKie, KieTask
 
-from bench.api import BenchError, free_port, imagine, log_tail, process_cpu_seconds, stop
+from bench.api import (
+    BenchError,
+    cpu_model,
+    free_port,
+    imagine,
+    log_tail,
+    process_cpu_seconds,
+    stop,
+    write_results,
+)
 
 MODEL = "grok-imagine/text-to-image"
 PROMPT = "A majestic dragon flying over a neon-lit cyberpunk city"
@@ -978,15 +986,9 @@ def targets(mode: dict[str, Any], callbacks: bool) -> list[tuple[str, str, bool 
 
 
 def machine_facts() -> dict[str, Any]:
-    cpu_model = platform.processor() or "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                cpu_model = line.partition(":")[2].strip()
-                break
     return {
         "nproc": os.cpu_count(),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -1182,10 +1184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[red]interrupted[/red]; the server and the fake are stopped")
         return 130
     print_report(data)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=2) + "\n")
-        console.print(f"wrote {args.out}")
+    write_results(data, args.out)
     return 0
 
 

@@ -93,6 +93,11 @@ class FakeKie(FakeUpstream):
     def error_response(self, answer: Answer, headers: dict[str, str]) -> Response:
         return self._error(answer.code or answer.status, answer.message, answer.status, headers)
 
+    def unauthorized(self, operation: str) -> Response:
+        # recordInfo's documented wording differs from the other endpoints'.
+        message = "Unauthorized" if operation == "poll" else "You do not have access permissions"
+        return self._error(401, message)
+
     def _error(
         self,
         code: int,
@@ -106,11 +111,9 @@ class FakeKie(FakeUpstream):
     # -- createTask --------------------------------------------------------------------
 
     async def _create(self, request: Request) -> Response:
-        scripted = await self.scripted("create")
-        if scripted is not None:
-            return scripted
-        if not self.authorized(request):
-            return self._error(401, "You do not have access permissions")
+        refused = await self.admit("create", request)
+        if refused is not None:
+            return refused
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
@@ -182,11 +185,9 @@ class FakeKie(FakeUpstream):
     async def _record(self, request: Request) -> Response:
         task_id = request.query_params.get("taskId", "")
         self.polls_by_task[task_id] += 1
-        scripted = await self.scripted("poll")
-        if scripted is not None:
-            return scripted
-        if not self.authorized(request):
-            return self._error(401, "Unauthorized")
+        refused = await self.admit("poll", request)
+        if refused is not None:
+            return refused
         if not task_id:
             return self._error(400, "taskId parameter is required")
         task = self.tasks.get(task_id)
@@ -222,11 +223,9 @@ class FakeKie(FakeUpstream):
         }
 
     async def _credit(self, request: Request) -> Response:
-        scripted = await self.scripted("credit")
-        if scripted is not None:
-            return scripted
-        if not self.authorized(request):
-            return self._error(401, "You do not have access permissions")
+        refused = await self.admit("credit", request)
+        if refused is not None:
+            return refused
         return json_response({"code": 200, "msg": "success", "data": self.balance})
 
     # -- callbacks ---------------------------------------------------------------------

@@ -139,6 +139,18 @@ class FakeUpstream:
     def error_response(self, answer: Answer, headers: dict[str, str]) -> Response:
         raise NotImplementedError
 
+    def unauthorized(self, operation: str) -> Response:
+        """The provider's answer to a wrong API key."""
+        raise NotImplementedError
+
+    async def admit(self, operation: str, request: Request) -> Response | None:
+        """What every endpoint does first: count the call, then answer with the next
+        scripted answer or refuse a wrong key. None: go on and serve the request."""
+        scripted = await self.scripted(operation)
+        if scripted is not None:
+            return scripted
+        return None if self.authorized(request) else self.unauthorized(operation)
+
     def authorized(self, request: Request) -> bool:
         return request.headers.get("authorization") == f"Bearer {self.api_key}"
 

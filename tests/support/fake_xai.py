@@ -54,6 +54,9 @@ class FakeXai(FakeUpstream):
     def error_response(self, answer: Answer, headers: dict[str, str]) -> Response:
         return json_response({"code": "error", "error": answer.message}, answer.status, headers)
 
+    def unauthorized(self, operation: str) -> Response:
+        return self._refuse(400, "Incorrect API key provided")  # xAI's answer to a bad key
+
     def _refuse(self, status: int, message: str) -> Response:
         return json_response({"code": "error", "error": message}, status)
 
@@ -65,11 +68,9 @@ class FakeXai(FakeUpstream):
         return body if isinstance(body, dict) else None
 
     async def _image(self, request: Request) -> Response:
-        scripted = await self.scripted("create")
-        if scripted is not None:
-            return scripted
-        if not self.authorized(request):
-            return self._refuse(400, "Incorrect API key provided")
+        refused = await self.admit("create", request)
+        if refused is not None:
+            return refused
         body = await self._body(request)
         if body is None or not isinstance(body.get("prompt"), str) or not body["prompt"]:
             return self._refuse(422, "prompt is required")
@@ -88,11 +89,9 @@ class FakeXai(FakeUpstream):
         )
 
     async def _video(self, request: Request) -> Response:
-        scripted = await self.scripted("create")
-        if scripted is not None:
-            return scripted
-        if not self.authorized(request):
-            return self._refuse(400, "Incorrect API key provided")
+        refused = await self.admit("create", request)
+        if refused is not None:
+            return refused
         body = await self._body(request)
         if body is None or not isinstance(body.get("prompt"), str):
             return self._refuse(422, "prompt is required")
@@ -120,11 +119,9 @@ class FakeXai(FakeUpstream):
     async def _video_status(self, request: Request) -> Response:
         video_id = request.path_params["request_id"]
         self.polls_by_task[video_id] += 1
-        scripted = await self.scripted("poll")
-        if scripted is not None:
-            return scripted
-        if not self.authorized(request):
-            return self._refuse(400, "Incorrect API key provided")
+        refused = await self.admit("poll", request)
+        if refused is not None:
+            return refused
         video = self.videos.get(video_id)
         if video is None:
             return self._refuse(404, "request not found")
@@ -151,9 +148,7 @@ class FakeXai(FakeUpstream):
         )
 
     async def _models(self, request: Request) -> Response:
-        scripted = await self.scripted("models")
-        if scripted is not None:
-            return scripted
-        if not self.authorized(request):
-            return self._refuse(400, "Incorrect API key provided")
+        refused = await self.admit("models", request)
+        if refused is not None:
+            return refused
         return json_response({"data": [{"id": "grok-imagine-image"}, {"id": "grok-imagine-video"}]})
