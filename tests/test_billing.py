@@ -12,6 +12,7 @@ import httpx
 from tests.support.api import auth, balance, create_task, new_key, text_to_image, wait_done
 from tests.support.databases import ledger_problems, query
 from tests.support.images import image_server
+from tests.support.names import name_resolving_to_loopback
 from tests.support.server import ServerProcess
 
 
@@ -52,7 +53,7 @@ def test_failed_task_is_refunded_exactly_once(
     key = new_key(server.url, credits=100)["key"]
     with image_server() as images:
         # A name that resolves to loopback passes submit and is refused at fetch time.
-        source = images.replace("127.0.0.1", "localhost") + "/cat.png"
+        source = images.replace("127.0.0.1", name_resolving_to_loopback()) + "/cat.png"
         task_id = create_task(
             server.url,
             key,

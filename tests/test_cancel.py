@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from tests.support.api import auth, balance, create_task, new_key, status, text_to_image
+from tests.support.databases import query
 from tests.support.fake_kie import FakeKie
 from tests.support.upstreams import kie_env, start_server
 
@@ -52,10 +53,15 @@ def test_cancelling_a_task_kie_has_started_keeps_its_credits(tmp_path: Path) -> 
         try:
             key = new_key(server.url, credits=100)["key"]
             task_id = create_task(server.url, key, text_to_image("started"))
-            deadline = time.monotonic() + 10
-            while not kie.tasks and time.monotonic() < deadline:
+            # Cancel once the upstream id is stored, as the worker does right after kie answers.
+            database = tmp_path / "kie" / "imagine.db"
+            deadline = time.monotonic() + 120
+            stored = (
+                f"SELECT COUNT(*) FROM tasks WHERE id = '{task_id}' AND upstream_id IS NOT NULL"
+            )
+            while query(database, stored) != [(1,)]:
+                assert time.monotonic() < deadline, "the upstream id was never stored"
                 time.sleep(0.05)
-            time.sleep(0.3)  # the upstream id is stored
             answer = _cancel(server.url, key, task_id).json()["data"]
             assert answer["refunded"] is False
             assert answer["consumed_credits"] == 5

@@ -41,7 +41,7 @@ async def test_private_addresses_are_refused(tmp_path: Path, url: str) -> None:
     fetcher = _fetcher(tmp_path)
     try:
         with pytest.raises(ProviderError) as refused:
-            await fetcher.source_image(url)
+            await fetcher.source_image(url, "account")
     finally:
         await fetcher.aclose()
     assert refused.value.retryable is False
@@ -57,7 +57,7 @@ async def test_a_redirect_inward_is_refused_at_the_next_hop(tmp_path: Path) -> N
             assert (await fetcher.result(f"{images}/cat.png")).data.startswith(b"\x89PNG")
             # ... but users' source URLs get no such trust.
             with pytest.raises(ProviderError) as untrusted:
-                await fetcher.source_image(f"{images}/cat.png")
+                await fetcher.source_image(f"{images}/cat.png", "account")
             assert "private or reserved address" in untrusted.value.message
             inward = quote(f"http://localhost:{port}/cat.png", safe="")
             with pytest.raises(ProviderError) as refused:
@@ -73,7 +73,7 @@ async def test_allowing_private_addresses_lets_them_through(tmp_path: Path) -> N
         port = images.rsplit(":", 1)[1]
         fetcher = _fetcher(tmp_path, allow_private=True)
         try:
-            data = await fetcher.source_image(f"http://localhost:{port}/cat.png")
+            data = await fetcher.source_image(f"http://localhost:{port}/cat.png", "account")
         finally:
             await fetcher.aclose()
     assert data.startswith(b"\x89PNG")

@@ -98,7 +98,11 @@ def test_signed_callbacks_replace_polling(tmp_path: Path) -> None:
         try:
             key = new_key(server.url)["key"]
             ids = [create_task(server.url, key, text_to_image(f"cb {n}")) for n in range(10)]
-            time.sleep(3)  # the client only looks once the tasks have ended upstream
+            # The client only looks once every callback has been taken.
+            deadline = time.monotonic() + 120
+            while len(kie.callbacks_sent) < 10:
+                assert time.monotonic() < deadline, "kie sent no callbacks"
+                time.sleep(0.1)
             for task_id in ids:
                 assert wait_done(server.url, key, task_id)["status"] == "SUCCESS"
             assert kie.calls["create"] == 10

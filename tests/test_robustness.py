@@ -9,7 +9,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.api import auth, create_task, new_key, wait_done
+from tests.support.api import auth, create_task, new_key, text_to_image, wait_done
 from tests.support.server import ServerProcess
 
 json_values = st.recursive(
@@ -121,3 +121,65 @@ def test_methods_and_paths_outside_the_api(server: ServerProcess) -> None:
         answer = httpx.request(method, server.url + path)
         assert answer.status_code == code
         assert_envelope(answer)
+
+
+def test_strings_no_database_can_store_are_refused_naming_the_field(
+    engine_server: tuple[ServerProcess, Any],
+) -> None:
+    """A NUL character can't be stored in text by PostgreSQL (SQLite would store it, and
+    the two engines must answer alike): every way in answers 4xx naming the field."""
+    server, _ = engine_server
+    key = new_key(server.url)["key"]
+    headers = auth(key)
+    nul = "t\u0000x"
+    calls: list[tuple[str, str, dict[str, Any], str]] = [
+        ("GET", "/api/status", {"params": {"task_id": nul}}, "task_id"),
+        ("POST", "/api/status", {"json": {"task_id": nul}}, "task_id"),
+        ("POST", "/api/status", {"params": {"task_id": nul}}, "task_id"),
+        ("POST", "/api/cancel", {"json": {"task_id": nul}}, "task_id"),
+        ("POST", "/api/cancel", {"params": {"task_id": nul}}, "task_id"),
+        (
+            "POST",
+            "/api/generate",
+            {"json": {"model": "grok-imagine/upscale", "input": {"task_id": nul}}},
+            "input.task_id",
+        ),
+        (
+            "POST",
+            "/api/generate",
+            {"json": {"input": {"prompt": "p"}, "callback_url": f"https://a.example/{nul}"}},
+            "callback_url",
+        ),
+        ("POST", "/api/generate", {"json": {"input": {"prompt": nul}}}, "input.prompt"),
+        (
+            "POST",
+            "/api/generate",
+            {"json": {"model": nul, "input": {"prompt": "p"}}},
+            "model",
+        ),
+        ("GET", "/api/tasks", {"params": {"model": nul}}, "model"),
+        ("GET", "/api/tasks", {"params": {"cursor": nul}}, "cursor"),
+        ("GET", "/api/webhooks", {"params": {"task_id": nul}}, "task_id"),
+        ("GET", "/api/gallery", {"params": {"model": nul}}, "model"),
+    ]
+    for method, path, options, field in calls:
+        answer = httpx.request(method, f"{server.url}{path}", headers=headers, **options)
+        assert_envelope(answer)
+        assert answer.status_code == 422, (path, options, answer.text)
+        assert answer.json()["message"].startswith(f"{field}: "), (path, answer.text)
+    for path in ("/api/gallery/t%00x", "/admin/keys/k%00x/revoke"):
+        answer = httpx.request("DELETE" if "gallery" in path else "POST", server.url + path)
+        assert_envelope(answer)
+        assert answer.status_code == 400
+    admin = httpx.post(
+        f"{server.url}/admin/keys",
+        json={"name": nul, "credits": 1},
+        headers=auth("test-admin-token"),
+    )
+    assert_envelope(admin)
+    assert admin.status_code == 422
+    assert admin.json()["message"].startswith("name: ")
+    assert (
+        wait_done(server.url, key, create_task(server.url, key, text_to_image()))["status"]
+        == "SUCCESS"
+    )

@@ -7,7 +7,7 @@ import pytest
 from imagine import catalog
 from imagine.api.envelope import field_path
 from imagine.errors import BadRequest, InvalidInput
-from imagine.netguard import is_public_address, literal_address, refused_literal, url_problem
+from imagine.netguard import canonical_host, is_public_address, known_refusal, target, url_problem
 from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services.tasks import check_inputs, sanitized_request
 from imagine.worker import retry_delay
@@ -49,17 +49,72 @@ def test_url_problem(url: str, problem: str | None) -> None:
         ("http://192.168.1.1/", True),
         ("http://[::ffff:127.0.0.1]/", True),
         ("http://224.0.0.1/", True),
+        # Every form the system resolver reads as 127.0.0.1:
+        ("http://2130706433/", True),
+        ("http://127.1/", True),
+        ("http://0177.0.0.1/", True),
+        ("http://0x7f.1/", True),
+        ("http://127.0.0.1./", True),
+        ("http://0x7f000001/", True),
+        ("http://017700000001/", True),
+        ("http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/", True),  # full-width digits
+        ("http://0/", True),
+        ("http://localhost/", True),
+        ("http://LOCALHOST./", True),
+        ("http://app.localhost/", True),
         ("http://93.184.216.34/", False),
+        ("http://1572395042/", False),  # 93.184.216.34 as one number
         ("http://example.com/", False),  # a name: only resolving it can tell
     ],
 )
-def test_refused_literal(url: str, refused: bool) -> None:
-    assert refused_literal(url, allow_private=False) is refused
-    assert refused_literal(url, allow_private=True) is False
+def test_known_refusal(url: str, refused: bool) -> None:
+    assert (known_refusal(url, allow_private=False) is not None) is refused
+    assert known_refusal(url, allow_private=True) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "canonical"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("10.1.2", "10.1.0.2"),
+        ("0x7f.0x0.0.01", "127.0.0.1"),
+        ("0x", "0.0.0.0"),
+        ("Example.COM.", "example.com"),
+        ("b\u00fccher.de", "xn--bcher-kva.de"),
+        ("::ffff:7f00:1", "::ffff:7f00:1"),
+    ],
+)
+def test_hosts_are_read_as_the_resolver_reads_them(host: str, canonical: str) -> None:
+    assert canonical_host(host)[0] == canonical
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://1.2.3.4.5/",
+        "http://256.0.0.1/",
+        "http://08.0.0.1/",
+        "http://4294967296/",
+        "http://1.2.3.0x100/",
+        "http://a..b/",
+        "http://[fe80::1%25eth0]/",
+        "http://127.0.0.1%2e/",
+        "http://-a.example/",
+    ],
+)
+def test_hosts_that_are_neither_names_nor_addresses(url: str) -> None:
+    assert url_problem(url) == "has a host that is neither a valid name nor a valid address"
+
+
+def test_the_client_is_given_the_checked_host() -> None:
+    assert target("http://u:p@0x5d.0xb8.0xd8.0x22:8080/a.png?x=1").url == (
+        "http://u:p@93.184.216.34:8080/a.png?x=1"
+    )
 
 
 def test_public_address() -> None:
-    address = literal_address("http://8.8.8.8/")
+    address = target("http://8.8.8.8/").address
     assert address is not None
     assert is_public_address(address)
 

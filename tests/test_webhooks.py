@@ -21,7 +21,7 @@ from tests.support.server import ServerProcess, free_port
 FAST = {"IMAGINE_ALLOW_PRIVATE_URLS": "true", "IMAGINE_WEBHOOK_RETRY_SCHEDULE": "0.3s,0.3s,0.3s"}
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 30) -> None:
+def _eventually(check: Callable[[], bool], timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "never happened"

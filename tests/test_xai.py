@@ -105,7 +105,7 @@ def test_image_to_video_sends_urls_as_given_and_our_copies_inline(
 
     # The source has one image: asking for the fourth is refused before anything is paid.
     answer = generate(server.url, key, {"model": I2V, "input": {"task_id": image, "index": 3}})
-    assert answer.status_code == 400
+    assert answer.status_code == 422
     assert "has 1 image(s)" in answer.json()["message"]
 
 

@@ -91,12 +91,8 @@ def _with_providers(
     from imagine.storage import LocalStorage
 
     async def run() -> T:
-        fetcher = Fetcher(
-            LocalStorage(settings.files_dir, public_url),
-            user_agent=USER_AGENT,
-            allow_private=settings.allow_private_urls,
-            max_source_bytes=settings.max_download_bytes,
-            max_result_bytes=settings.max_result_bytes,
+        fetcher = Fetcher.from_settings(
+            LocalStorage(settings.files_dir, public_url), settings, USER_AGENT
         )
         try:
             router = providers_for(settings, public_url, fetcher)

@@ -186,6 +186,24 @@ class Settings(BaseSettings):
     max_download_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1024, description="Largest source image the server downloads."
     )
+    source_downloads: int = Field(
+        default=16, ge=1, le=1024, description="Source images downloading at once, in all."
+    )
+    source_downloads_per_account: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description="Source images one account may have downloading at once; its others wait.",
+    )
+    result_downloads: int = Field(
+        default=16, ge=1, le=1024, description="Provider results being copied at once."
+    )
+    download_min_rate: int = Field(
+        default=32 * 1024,
+        ge=0,
+        description="Bytes per second a download must keep up (after 10 s); slower ones are "
+        "cut off. 0: no minimum.",
+    )
     allow_private_urls: bool = Field(
         default=False,
         description="Let the server fetch URLs on private, loopback or link-local addresses.",

@@ -45,13 +45,7 @@ class Runtime:
         settings.files_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.resolved_database_url)
         self.storage = LocalStorage(settings.files_dir, public_url)
-        self.fetcher = Fetcher(
-            self.storage,
-            user_agent=USER_AGENT,
-            allow_private=settings.allow_private_urls,
-            max_source_bytes=settings.max_download_bytes,
-            max_result_bytes=settings.max_result_bytes,
-        )
+        self.fetcher = Fetcher.from_settings(self.storage, settings, USER_AGENT)
         self.router = providers_for(settings, public_url, self.fetcher)
         self.webhooks = WebhookSender(
             self.db,

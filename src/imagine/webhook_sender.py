@@ -23,13 +23,7 @@ from datetime import timedelta
 import aiohttp
 
 from imagine.clock import utc_now
-from imagine.netguard import (
-    CheckedResolver,
-    RefusedAddress,
-    is_public_address,
-    literal_address,
-    url_problem,
-)
+from imagine.netguard import CheckedResolver, RefusedAddress, known_refusal, target, url_problem
 from imagine.services.webhooks import secret_of
 from imagine.store import webhooks as repo
 from imagine.store.db import Database
@@ -167,9 +161,9 @@ class WebhookSender:
         problem = url_problem(url)
         if problem is not None:
             return None, f"the URL {problem}", True
-        literal = literal_address(url)
-        if literal is not None and not self._allow_private and not is_public_address(literal):
-            return None, "the URL points to a private or reserved address", True
+        refusal = known_refusal(url, allow_private=self._allow_private)
+        if refusal is not None:
+            return None, f"the URL was refused: {refusal}", True
         try:
             secret = await secret_of(self._db, delivery.account_id)
         except Exception:
@@ -184,7 +178,7 @@ class WebhookSender:
         assert self._session is not None
         try:
             async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
+                target(url).url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 await response.content.read(64 * 1024)  # what the receiver said is not kept
                 return response.status, None, False

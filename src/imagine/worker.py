@@ -53,6 +53,11 @@ MIRRORING = "_mirroring"
 """provider_state key: result URLs known but not yet copied (a retry copies, not polls)."""
 
 
+def _past_deadline(task: TaskRow) -> str:
+    seconds = int((task.deadline_at - task.created_at).total_seconds())
+    return f"the task did not finish within {seconds} seconds"
+
+
 def retry_delay(attempt: int, retry_after: float | None = None, *, cap: float = 60.0) -> float:
     """Capped exponential backoff with jitter; an upstream's Retry-After wins when longer."""
     backoff = min(cap, 2.0 ** max(0, attempt))
@@ -222,10 +227,8 @@ class Worker:
             await self._db.write(renew)
 
     async def _step(self, task: TaskRow) -> None:
-        now = utc_now()
-        if now >= task.deadline_at:
-            seconds = int((task.deadline_at - task.created_at).total_seconds())
-            await self._fail(task, f"the task did not finish within {seconds} seconds")
+        if utc_now() >= task.deadline_at:
+            await self._fail(task, _past_deadline(task))
             return
         try:
             provider = self._router.get(task.provider)
@@ -242,6 +245,9 @@ class Worker:
         try:
             outcome = await self._ask(task, provider, job)
         except TimeoutError:
+            if utc_now() >= task.deadline_at:
+                await self._fail(task, _past_deadline(task))
+                return
             error = ProviderError(f"{provider.name} did not answer in time", retryable=True)
             await self._on_error(task, provider, job, error)
             return
@@ -251,6 +257,12 @@ class Worker:
         if outcome is not None:
             await self._settle(task, provider, job, outcome)
 
+    def _budget(self, task: TaskRow) -> float:
+        """Seconds the next call of this step may take: never past the task's deadline,
+        so a task is final moments after it, whatever its provider or a download does."""
+        left = (task.deadline_at - utc_now()).total_seconds()
+        return max(0.0, min(self._call_timeout, left))
+
     async def _ask(self, task: TaskRow, provider: Provider, job: Job) -> Outcome | None:
         """Submit the task or poll it; None when this step has nothing more to do."""
         mirroring = (task.provider_state or {}).get(MIRRORING)
@@ -259,7 +271,7 @@ class Worker:
             return Succeeded([Remote(str(url)) for url in mirroring])
         if task.upstream_id is None:
             now = utc_now()
-            async with asyncio.timeout(self._call_timeout):
+            async with asyncio.timeout(self._budget(task)):
                 submitted = await provider.submit(job)
             # Nothing more to do in this step: the same write hands the lease back.
             done = submitted.outcome is None and submitted.poll_after > 0
@@ -279,7 +291,7 @@ class Worker:
             if submitted.outcome is not None:
                 return submitted.outcome
             job = replace(job, upstream_id=submitted.upstream_id, state=submitted.state)
-        async with asyncio.timeout(self._call_timeout):
+        async with asyncio.timeout(self._budget(task)):
             return await provider.poll(job)
 
     async def _settle(self, task: TaskRow, provider: Provider, job: Job, outcome: Outcome) -> None:
@@ -289,9 +301,12 @@ class Worker:
             )
         elif isinstance(outcome, Succeeded):
             try:
-                async with asyncio.timeout(self._call_timeout):
+                async with asyncio.timeout(self._budget(task)):
                     artifacts = await self._mirror(task, provider, outcome.results)
             except (ProviderError, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError) and utc_now() >= task.deadline_at:
+                    await self._fail(task, _past_deadline(task))
+                    return
                 error = (
                     exc
                     if isinstance(exc, ProviderError)
@@ -346,7 +361,13 @@ class Worker:
         if not error.retryable:
             await self._fail(task, error.message)
             return
+        if error.deferred:
+            await self._update(task, **self._schedule(task, error.retry_after or 1.0))
+            return
         attempts = task.attempts + 1
+        if error.max_attempts is not None and attempts >= error.max_attempts:
+            await self._fail(task, f"{error.message} ({attempts} tries)")
+            return
         # Only a task the upstream doesn't have yet can move; a submitted one is polled
         # where it runs (moving it would pay for it twice).
         if task.upstream_id is None:
@@ -403,6 +424,7 @@ class Worker:
         return Job(
             task_id=task.id,
             model=task.model,
+            account_id=task.account_id,
             input=task.request.get("input", {}),
             upstream_id=task.upstream_id,
             state=task.provider_state or {},

@@ -42,7 +42,7 @@ def status(base_url: str, key: str, task_id: str) -> httpx.Response:
     )
 
 
-def wait_done(base_url: str, key: str, task_id: str, timeout: float = 60) -> dict[str, Any]:
+def wait_done(base_url: str, key: str, task_id: str, timeout: float = 180) -> dict[str, Any]:
     """Poll like a client until the task ends; returns its status data."""
     deadline = time.monotonic() + timeout
     while True:

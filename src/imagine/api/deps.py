@@ -9,8 +9,8 @@ from urllib.parse import unquote_plus
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
-from imagine.api.envelope import validation_problem
-from imagine.errors import BadRequest, NotFound, Unauthorized
+from imagine.api.envelope import field_path, validation_problem
+from imagine.errors import BadRequest, InvalidInput, NotFound, Unauthorized
 from imagine.runtime import Runtime
 from imagine.services.keys import Caller, authenticate
 
@@ -64,9 +64,35 @@ async def json_body(request: Request, model: type[M], *, optional: bool = False)
             return None
         raise BadRequest("the request body is empty; send a JSON object")
     try:
-        return model.model_validate_json(raw)
+        parsed = model.model_validate_json(raw)
     except ValidationError as exc:
         raise validation_problem(exc.errors()) from None
+    if b"\\u0000" in raw:
+        where = nul_path(parsed.model_dump())
+        if where is not None:
+            raise InvalidInput(f"{where}: {NUL_MESSAGE}")
+    return parsed
+
+
+NUL_MESSAGE = "must not contain the NUL character (\\u0000)"
+"""No database stores it in text (PostgreSQL refuses it): it is refused at the edge."""
+
+
+def nul_path(value: Any, path: tuple[int | str, ...] = ()) -> str | None:
+    """Where in a parsed body a string holds a NUL character (`input.prompt`), if anywhere."""
+    if isinstance(value, str):
+        return field_path(path) if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, inner in items:
+        found = nul_path(inner, (*path, key))
+        if found is not None:
+            return found
+    return None
 
 
 def query_value(request: Request, name: str) -> str | None:
@@ -80,7 +106,12 @@ def query_value(request: Request, name: str) -> str | None:
     for part in raw.split(b"&"):
         if part.startswith(prefix):
             value = part[len(prefix) :].decode("latin-1")
-            return unquote_plus(value) if "%" in value or "+" in value else value
+            if "%" not in value and "+" not in value:
+                return value
+            value = unquote_plus(value)
+            if "\x00" in value:
+                raise InvalidInput(f"{name}: {NUL_MESSAGE}")
+            return value
     return None
 
 

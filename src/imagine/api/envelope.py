@@ -14,7 +14,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -104,6 +104,12 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.warning("database unavailable: %s", exc.__class__.__name__)
         return error(503, "the database is busy; retry with exponential backoff")
 
+    async def on_unstorable(_: Request, exc: Exception) -> Response:
+        # A value the database refuses (a character it can't store, a number out of its
+        # range) that validation let through: the request is at fault, not the server.
+        logger.warning("database refused a value: %s", exc.__class__.__name__)
+        return error(422, "a value in the request can't be stored; check its characters")
+
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         logger.error("unexpected error", exc_info=exc)
         return error(500, "internal error; retry with exponential backoff")
@@ -113,5 +119,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, on_pydantic_validation)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(OperationalError, on_database_error)
+    app.add_exception_handler(DataError, on_unstorable)
     app.add_exception_handler(DatabaseBusy, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)

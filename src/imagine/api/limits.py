@@ -1,5 +1,5 @@
-"""Caps on what a request may carry: its headers (431) and its body, enforced while it
-streams in (413; Content-Length can lie)."""
+"""Caps on what a request may carry: its headers (431), its body, enforced while it
+streams in (413; Content-Length can lie), and no NUL character in its path (400)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"]:
+            # No resource is named so, and no database could store the name.
+            response = error(400, "the path holds a NUL character (%00); remove it")
+            await response(scope, receive, send)
             return
         headers = scope["headers"]
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")

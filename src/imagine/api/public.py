@@ -129,7 +129,11 @@ async def status_get(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     key_hash = presented_key_hash(header_value(request, b"authorization"))
     limited = await runtime.limiter.check(STATUS, key_hash)
-    given = query_value(request, "task_id")
+    try:
+        given = query_value(request, "task_id")
+    except InvalidInput:
+        await authenticated(request)  # an invalid key is told so before a bad task_id
+        raise
     if not given or len(given) > MAX_TASK_ID:
         await authenticated(request)  # an invalid key is told so before a bad task_id
         _task_id(given)

@@ -46,6 +46,7 @@ class SourceTask:
 class Job:
     task_id: str
     model: str
+    account_id: str
     input: Mapping[str, Any]
     upstream_id: str | None = None
     state: Mapping[str, Any] = field(default_factory=dict)
@@ -92,6 +93,10 @@ class ProviderError(Exception):
     `failover`: the provider is down for a while (maintenance); move to the next route now.
     `operator`: only the operator can fix it (credentials, the upstream balance); it is
     logged as an error and counted in metrics.
+    `max_attempts`: a retryable error that is given this many tries in all; then the task
+    fails with `message` (a source image that keeps answering 5xx).
+    `deferred`: not a failure: the step could not start yet (capacity this account
+    already uses) and is tried again after `retry_after`, without counting a try.
     """
 
     def __init__(
@@ -102,6 +107,8 @@ class ProviderError(Exception):
         retry_after: float | None = None,
         failover: bool = False,
         operator: bool = False,
+        max_attempts: int | None = None,
+        deferred: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -109,6 +116,8 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.failover = failover
         self.operator = operator
+        self.max_attempts = max_attempts
+        self.deferred = deferred
 
 
 class CallbackRejected(Exception):
@@ -132,8 +141,8 @@ class Health:
     latency_ms: float | None = None
 
 
-SourceLoader = Callable[[str], Awaitable[bytes]]
-"""Fetches a source image by URL (ours, or a user's) and returns its bytes."""
+SourceLoader = Callable[[str, str], Awaitable[bytes]]
+"""Fetches a source image by URL (ours, or a user's) for an account, returns its bytes."""
 
 
 class Provider(Protocol):

@@ -85,7 +85,7 @@ class PreviewProvider:
                 media.render_video, prompt, seconds=VIDEO_SECONDS, aspect_ratio=ratio
             )
             return Artifact(data, "video/mp4")
-        source = await self._load_source(self._source_url(job))
+        source = await self._load_source(self._source_url(job), job.account_id)
         if job.model == catalog.IMAGE_TO_VIDEO:
             data = await asyncio.to_thread(media.animate_image, source, seconds=VIDEO_SECONDS)
             return Artifact(data, "video/mp4")

@@ -14,7 +14,7 @@ from typing import Any
 
 from imagine import catalog
 from imagine.config import Settings, SettingsError
-from imagine.errors import BadRequest
+from imagine.errors import BadRequest, InvalidInput
 from imagine.providers.base import Health, Provider, ProviderContext, SourceTask
 
 _NOT_PROVIDERS = frozenset({"base", "registry", "media", "upstream"})
@@ -86,7 +86,8 @@ class ProviderRouter:
         self, model: str, given: Mapping[str, Any], source: SourceTask | None = None
     ) -> Provider:
         """The provider a new task goes to: the first of its routes that can run it.
-        Raises BadRequest saying why none can."""
+        Raises BadRequest when no provider serves the model here, InvalidInput naming the
+        field when none can run this particular task."""
         chosen = self.routes(model)
         if not chosen:
             raise BadRequest(
@@ -99,7 +100,7 @@ class ProviderRouter:
             if reason is None:
                 return provider
             reasons.append(reason if len(chosen) == 1 else f"{name}: {reason}")
-        raise BadRequest("; ".join(reasons))
+        raise InvalidInput("; ".join(reasons))
 
     def failover(
         self, model: str, current: str, given: Mapping[str, Any], source: SourceTask | None

@@ -143,7 +143,7 @@ class XaiProvider:
             raise ProviderError("the task has no source image", retryable=False)
         if not self._context.is_own_url(url):
             return url
-        data = await self._context.load_source(url)
+        data = await self._context.load_source(url, job.account_id)
         kind = sniff_content_type(data) or "image/png"
         return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 

@@ -19,8 +19,8 @@ from imagine.catalog import ModelSpec, Output
 from imagine.clock import iso_z, utc_now
 from imagine.errors import BadRequest, Conflict, InvalidInput, NotFound
 from imagine.ids import new_task_id
-from imagine.netguard import refused_literal, url_problem, url_without_secrets
-from imagine.providers.base import SourceTask
+from imagine.netguard import known_refusal, url_problem, url_without_secrets
+from imagine.providers.base import SourceTask, source_index_problem
 from imagine.providers.registry import ProviderRouter, UnknownProvider
 from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services import billing, webhooks
@@ -80,15 +80,18 @@ class TaskService:
             problem = url_problem(request.callback_url)
             if problem is not None:
                 raise InvalidInput(f"callback_url: {problem}")
-            if refused_literal(request.callback_url, allow_private=self._allow_private):
+            refusal = known_refusal(request.callback_url, allow_private=self._allow_private)
+            if refusal is not None:
                 raise BadRequest(
-                    "callback_url: points to a private or reserved address, "
-                    "which this server does not call"
+                    f"callback_url: refused: {refusal}, which this server does not call"
                 )
         source = None
         if request.input.task_id is not None:
             source = source_task(await self._check_source(caller, spec, request.input.task_id))
         shown = sanitized_request(request)
+        index_problem = source_index_problem(shown["input"], source)
+        if index_problem is not None:
+            raise InvalidInput(index_problem)
         provider = self._router.route(spec.name, shown["input"], source)
 
         task_id = new_task_id()
@@ -317,10 +320,10 @@ def check_inputs(
         if problem is not None:
             raise InvalidInput(f"input.image_urls[{index}]: {problem}")
         # Our own result URLs are read from storage, never fetched.
-        if not is_own_url(url) and refused_literal(url, allow_private=allow_private):
+        refusal = None if is_own_url(url) else known_refusal(url, allow_private=allow_private)
+        if refusal is not None:
             raise BadRequest(
-                f"input.image_urls[{index}]: points to a private or reserved address, "
-                "which this server does not fetch"
+                f"input.image_urls[{index}]: refused: {refusal}, which this server does not fetch"
             )
 
 
@@ -449,6 +452,8 @@ async def _queue_webhook(
 async def finish_failure(db: Database, task: TaskRow, worker_id: str, message: str) -> bool:
     """Fail the task and refund its credits, in one transaction; False if it already ended."""
     now = utc_now()
+    # Upstream messages are not ours to trust: no NUL (PostgreSQL can't store it), bounded.
+    message = message.replace("\x00", "")[:2000]
 
     async def fail(tx: Tx) -> bool:
         ended = await repo.update_leased(
@@ -456,7 +461,7 @@ async def finish_failure(db: Database, task: TaskRow, worker_id: str, message: s
             task.id,
             worker_id,
             status=FAILED,
-            error_message=message[:2000],
+            error_message=message,
             refunded=True,
             finished_at=now,
             updated_at=now,
@@ -467,7 +472,7 @@ async def finish_failure(db: Database, task: TaskRow, worker_id: str, message: s
             await billing.refund_task(
                 tx, account_id=task.account_id, task_id=task.id, amount=task.credits, now=now
             )
-            await _queue_webhook(tx, task, FAILED, now, error_message=message[:2000])
+            await _queue_webhook(tx, task, FAILED, now, error_message=message)
         return ended
 
     return await db.write(fail)
