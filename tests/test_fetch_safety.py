@@ -65,7 +65,7 @@ async def test_a_redirect_inward_is_refused_at_the_next_hop(tmp_path: Path) -> N
         finally:
             await fetcher.aclose()
     assert refused.value.retryable is False
-    assert "'localhost' points to a private or reserved address" in refused.value.message
+    assert "private or reserved address (the host 'localhost')" in refused.value.message
 
 
 async def test_allowing_private_addresses_lets_them_through(tmp_path: Path) -> None:

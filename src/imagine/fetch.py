@@ -197,7 +197,7 @@ class Fetcher:
                 raise ProviderError(f"{what} {problem}", retryable=False)
             refusal = self._refusal(pool, url)
             if refusal is not None:
-                raise ProviderError(f"{what} was refused: {refusal}", retryable=False)
+                raise ProviderError(f"{what} was refused: it {refusal}", retryable=False)
             async with pool.session().get(target(url).url, allow_redirects=False) as response:
                 if response.status in _REDIRECTS and "location" in response.headers:
                     # Each hop is checked again: a public URL may redirect inward.

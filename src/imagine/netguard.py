@@ -189,9 +189,9 @@ def known_refusal(url: str, *, allow_private: bool) -> str | None:
     except InvalidHost:
         return None  # url_problem reports it
     if found.address is not None and not is_public_address(found.address):
-        return f"{found.address} is a private or reserved address"
+        return f"points to a private or reserved address ({found.address})"
     if found.address is None and is_loopback_name(found.host):
-        return f"the host {found.host!r} points to a private or reserved address"
+        return f"points to a private or reserved address (the host {found.host!r})"
     return None
 
 

@@ -124,3 +124,104 @@ class ModelInfo(BaseModel):
     routes: list[str] = Field(description="The providers tried, in failover order.")
     engine: Literal["preview", "ai"] | None
     description: str
+
+
+class KeyCreated(BaseModel):
+    key: str = Field(description="The key itself; shown this once, never again.")
+    key_id: str
+    account_id: str
+    name: str
+    balance: int
+
+
+class KeyInfo(BaseModel):
+    key_id: str
+    name: str
+    prefix: str = Field(description="The first characters of the key, to recognise it.")
+    account_id: str
+    balance: int
+    created_at: str = Field(examples=["2025-06-14T05:21:11Z"])
+    revoked_at: str | None
+
+
+class LedgerEntry(BaseModel):
+    kind: Literal["grant", "adjustment", "debit", "refund"]
+    amount: int
+    balance_after: int
+    task_id: str | None
+    note: str | None
+    created_at: str = Field(examples=["2025-06-14T05:21:11Z"])
+
+
+class AccountLedger(BaseModel):
+    account_id: str
+    balance: int
+    ledger: list[LedgerEntry] = Field(description="The newest entries first.")
+
+
+class ProviderReport(BaseModel):
+    name: str
+    engine: Literal["preview", "ai"]
+    routed_models: list[str]
+    ok: bool = Field(description="Reached, and the credentials were accepted.")
+    reachable: bool
+    detail: str
+    balance: float | None = Field(description="The upstream balance, where it tells.")
+    latency_ms: float | None
+
+
+class WebhookSecret(BaseModel):
+    secret: str = Field(examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+
+
+class DeliveryAttempt(BaseModel):
+    at: str = Field(examples=["2025-06-14T05:21:11Z"])
+    status_code: int | None = Field(description="The receiver's answer; null when none came.")
+    error: str | None
+    duration_ms: int
+
+
+class WebhookDelivery(BaseModel):
+    id: str = Field(description="The webhook-id header of every attempt.")
+    task_id: str
+    url: str = Field(description="The callback_url, without credentials or query string.")
+    status: Literal["pending", "delivered", "failed", "gone"]
+    attempts: list[DeliveryAttempt]
+    next_attempt_at: str | None
+    created_at: str = Field(examples=["2025-06-14T05:21:11Z"])
+    delivered_at: str | None
+
+
+class TaskPage(BaseModel):
+    items: list[TaskStatus] = Field(description="Each as GET /api/status answers it.")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class GalleryItem(BaseModel):
+    task_id: str
+    model: str
+    prompt: str | None
+    resultUrls: list[str]
+    created_at: str = Field(examples=["2025-06-14T05:21:11Z"])
+
+
+class GalleryPage(BaseModel):
+    items: list[GalleryItem]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class Unpublished(BaseModel):
+    task_id: str
+    public: Literal[False]
+
+
+class Cancelled(BaseModel):
+    task_id: str
+    status: Literal["FAILED"]
+    cancelled: Literal[True]
+    refunded: bool = Field(description="Whether the task's credits came back.")
+    consumed_credits: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]

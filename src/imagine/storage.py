@@ -16,6 +16,8 @@ _EXTENSIONS = {
     "video/mp4": "mp4",
 }
 FILES_PREFIX = "/files/"
+CONTENT_TYPES = (*_EXTENSIONS, "application/octet-stream")
+"""What `/files/` serves: the type of each stored result (`.bin` for any other type)."""
 
 
 class LocalStorage:

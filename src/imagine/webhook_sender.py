@@ -163,7 +163,7 @@ class WebhookSender:
             return None, f"the URL {problem}", True
         refusal = known_refusal(url, allow_private=self._allow_private)
         if refusal is not None:
-            return None, f"the URL was refused: {refusal}", True
+            return None, f"the URL {refusal}", True
         try:
             secret = await secret_of(self._db, delivery.account_id)
         except Exception:

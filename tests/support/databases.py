@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import sqlite3
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,14 @@ async def _admin(statement: str) -> None:
         await conn.close()
 
 
-def create_postgres_database() -> str:
-    """A new, empty database on the machine's PostgreSQL; returns its asyncpg URL."""
+def create_postgres_database(template: str | None = None) -> str:
+    """A new, empty database on the machine's PostgreSQL; returns its asyncpg URL.
+
+    With `template` (the URL of a database nobody is connected to), a copy of that one."""
     name = "imagine_test_" + secrets.token_hex(6)
+    copy = f' TEMPLATE "{template.rsplit("/", 1)[1]}"' if template else ""
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"{copy}'))
     except (OSError, asyncpg.PostgresError) as exc:
         if os.environ.get("CI"):
             raise
@@ -64,26 +68,42 @@ def query(database: str | Path, sql: str) -> list[tuple[Any, ...]]:
     return asyncio.run(run())
 
 
-def ledger_problems(database: str | Path) -> list[str]:
+Fetch = Callable[[str], list[tuple[Any, ...]]]
+"""Runs one SELECT and gives back its rows."""
+
+
+def ledger_problems(database: str | Path, *, kept: Collection[str] = ()) -> list[str]:
     """Every broken money invariant: balance = sum of ledger, one debit per task, one refund
-    per failed task and none for the others, consumed credits consistent."""
+    per failed task and none for the others, consumed credits consistent.
+
+    `kept`: tasks cancelled after a paid provider started them; they end FAILED with their
+    credits kept, so they must have no refund."""
+    return ledger_problems_in(lambda sql: query(database, sql), kept=kept)
+
+
+def ledger_problems_in(fetch: Fetch, *, kept: Collection[str] = ()) -> list[str]:
+    """`ledger_problems` through a connection the caller already holds."""
     problems = []
-    for account_id, balance, total in query(
-        database,
+    for account_id, balance, total in fetch(
         "SELECT a.id, a.balance, COALESCE(SUM(l.amount), 0) FROM accounts a "
         "LEFT JOIN ledger l ON l.account_id = a.id GROUP BY a.id, a.balance",
     ):
         if balance != total or balance < 0:
             problems.append(f"account {account_id}: balance {balance}, ledger sum {total}")
-    for task_id, status, credits, refunded, debits, refunds in query(
-        database,
+    for task_id, status, credits, refunded, debits, refunds in fetch(
         "SELECT t.id, t.status, t.credits, t.refunded, "
         "(SELECT COUNT(*) FROM ledger l WHERE l.task_id = t.id AND l.kind = 'debit'), "
         "(SELECT COUNT(*) FROM ledger l WHERE l.task_id = t.id AND l.kind = 'refund') "
         "FROM tasks t",
     ):
-        expected_refunds = 1 if status == "FAILED" else 0
-        if debits != 1 or refunds != expected_refunds or bool(refunded) != (status == "FAILED"):
+        keeps = task_id in kept
+        expected_refunds = 1 if status == "FAILED" and not keeps else 0
+        if (
+            debits != 1
+            or refunds != expected_refunds
+            or bool(refunded) != (expected_refunds == 1)
+            or (keeps and status != "FAILED")
+        ):
             problems.append(
                 f"task {task_id} ({status}, {credits} credits): {debits} debits, {refunds} refunds"
             )

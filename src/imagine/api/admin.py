@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from imagine.api.deps import RuntimeDep, json_body, openapi_body, require_admin
-from imagine.api.envelope import ok
+from imagine.api.envelope import BAD_PATH, EDGE_ERRORS, error_responses, ok
+from imagine.schemas import (
+    AccountLedger,
+    Credits,
+    Envelope,
+    KeyCreated,
+    KeyInfo,
+    ProviderReport,
+)
 from imagine.services import keys
 from imagine.services.providers import provider_report
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(
+        *EDGE_ERRORS,
+        401,
+        404,
+        503,
+        described={
+            401: "Missing or wrong admin token",
+            404: "Unknown key or account; or the admin API is off (IMAGINE_ADMIN_TOKEN unset)",
+        },
+    ),
+)
+
+ADMIN: dict[str, Any] = {"security": [{"adminToken": []}]}
+_body_errors = error_responses(400, 422)
 
 
 class KeyCreate(BaseModel):
@@ -32,7 +59,13 @@ class CreditGrant(BaseModel):
     note: str | None = Field(default=None, max_length=500)
 
 
-@router.post("/keys", summary="Create a key (shown once)", openapi_extra=openapi_body(KeyCreate))
+@router.post(
+    "/keys",
+    summary="Create a key (shown once)",
+    response_model=Envelope[KeyCreated],
+    responses=_body_errors,
+    openapi_extra={**openapi_body(KeyCreate), **ADMIN},
+)
 async def create_key(request: Request, runtime: RuntimeDep) -> Response:
     body = await json_body(request, KeyCreate)
     assert body is not None
@@ -50,12 +83,23 @@ async def create_key(request: Request, runtime: RuntimeDep) -> Response:
     )
 
 
-@router.get("/keys", summary="List keys (never their secrets)")
+@router.get(
+    "/keys",
+    summary="List keys (never their secrets)",
+    response_model=Envelope[list[KeyInfo]],
+    openapi_extra=ADMIN,
+)
 async def list_keys(runtime: RuntimeDep) -> Response:
     return ok([keys.key_view(key) for key in await keys.list_keys(runtime.db)])
 
 
-@router.post("/keys/{key_id}/revoke", summary="Revoke a key")
+@router.post(
+    "/keys/{key_id}/revoke",
+    summary="Revoke a key",
+    response_model=Envelope[KeyInfo],
+    responses=error_responses(400, 422, described=BAD_PATH),
+    openapi_extra=ADMIN,
+)
 async def revoke_key(key_id: str, runtime: RuntimeDep) -> Response:
     return ok(keys.key_view(await keys.revoke_key(runtime.db, key_id)))
 
@@ -63,7 +107,9 @@ async def revoke_key(key_id: str, runtime: RuntimeDep) -> Response:
 @router.post(
     "/credits/grant",
     summary="Grant (or take back) credits",
-    openapi_extra=openapi_body(CreditGrant),
+    response_model=Envelope[Credits],
+    responses=_body_errors,
+    openapi_extra={**openapi_body(CreditGrant), **ADMIN},
 )
 async def grant_credits(request: Request, runtime: RuntimeDep) -> Response:
     body = await json_body(request, CreditGrant)
@@ -72,11 +118,22 @@ async def grant_credits(request: Request, runtime: RuntimeDep) -> Response:
     return ok({"account_id": account_id, "balance": balance})
 
 
-@router.get("/credits/{account}", summary="Balance and recent ledger of an account")
+@router.get(
+    "/credits/{account}",
+    summary="Balance and recent ledger of an account",
+    response_model=Envelope[AccountLedger],
+    responses=error_responses(400, 422, described=BAD_PATH),
+    openapi_extra=ADMIN,
+)
 async def show_credits(account: str, runtime: RuntimeDep) -> Response:
     return ok(keys.credits_view(await keys.account_credits(runtime.db, account)))
 
 
-@router.get("/providers", summary="Each provider: routes, reachability, upstream balance")
+@router.get(
+    "/providers",
+    summary="Each provider: routes, reachability, upstream balance",
+    response_model=Envelope[list[ProviderReport]],
+    openapi_extra=ADMIN,
+)
 async def providers(runtime: RuntimeDep) -> Response:
     return ok(await provider_report(runtime.router))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,11 +18,19 @@ from starlette.responses import Response
 from imagine import __version__
 from imagine.api import admin, callbacks, lists, public, webhooks
 from imagine.api.admin import CreditGrant, KeyCreate
-from imagine.api.envelope import install_error_handlers, ok
+from imagine.api.envelope import (
+    EDGE_ERRORS,
+    ERROR_SCHEMA,
+    error_responses,
+    install_error_handlers,
+    ok,
+)
 from imagine.api.limits import BodySizeLimit
 from imagine.config import Settings
+from imagine.ids import KEY_PREFIX, key_prefix
 from imagine.runtime import Runtime
-from imagine.schemas import GenerateRequest, StatusRequest
+from imagine.schemas import Envelope, ErrorEnvelope, GenerateRequest, Health, StatusRequest
+from imagine.storage import CONTENT_TYPES
 
 DESCRIPTION = """\
 Grok Imagine generation API: submit image and video tasks, poll their status, get
@@ -35,7 +44,7 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = Runtime(settings, public_url=public_url)
         app.state.runtime = runtime
-        logging.getLogger("uvicorn.access").addFilter(_hide_callback_tokens)
+        logging.getLogger("uvicorn.access").addFilter(_hide_secrets)
         await runtime.start(run_worker=run_worker)
         # Everything built so far lives as long as the process. Frozen, the cyclic GC stops
         # re-scanning it on every full collection, and young collections run less often:
@@ -66,11 +75,26 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     app.include_router(webhooks.router)
     app.include_router(lists.router)
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness: answers without touching anything")
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="Liveness: answers without touching anything",
+        response_model=Envelope[Health],
+        responses=error_responses(*EDGE_ERRORS),
+    )
     async def healthz() -> Response:
         return ok({"status": "ok"})
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics of this process")
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics of this process",
+        response_class=MetricsResponse,
+        responses={
+            200: {"description": "The Prometheus text exposition format"},
+            **error_responses(*EDGE_ERRORS),
+        },
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -80,12 +104,23 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     return app
 
 
-def _hide_callback_tokens(record: logging.LogRecord) -> bool:
-    """Access-log lines of upstream callbacks without the secret last part of their path."""
+_API_KEY = re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]+")
+
+
+def _hide_secrets(record: logging.LogRecord) -> bool:
+    """Access-log lines without the secrets a path can hold: the last part of an upstream
+    callback's path (its token), and API keys (the admin API takes a key wherever it
+    takes a key id), shown by their prefix only, as `imagine keys list` shows them."""
     args = record.args
-    if isinstance(args, tuple) and len(args) >= 3 and str(args[2]).startswith("/callbacks/"):
-        path = str(args[2]).partition("?")[0].rsplit("/", 1)[0] + "/<token>"
-        record.args = (*args[:2], path, *args[3:])
+    if isinstance(args, tuple) and len(args) >= 3:
+        path = str(args[2])
+        shown = path
+        if shown.startswith("/callbacks/"):
+            shown = shown.partition("?")[0].rsplit("/", 1)[0] + "/<token>"
+        if KEY_PREFIX in shown:
+            shown = _API_KEY.sub(lambda found: key_prefix(found.group()) + "…", shown)
+        if shown != path:
+            record.args = (*args[:2], shown, *args[3:])
     return True
 
 
@@ -101,9 +136,18 @@ def _document_manual_bodies(app: FastAPI, models: list[type[Any]]) -> None:
                 routes=app.routes,
             )
             schema.setdefault("components", {})["securitySchemes"] = {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "API key"}
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "API key"},
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "IMAGINE_ADMIN_TOKEN (the /admin API)",
+                },
             }
+            schema["paths"]["/files/{task_id}/{name}"] = {"get": _files_operation()}
             components = schema["components"].setdefault("schemas", {})
+            components.setdefault(
+                ErrorEnvelope.__name__, ErrorEnvelope.model_json_schema(mode="serialization")
+            )
             for model in models:
                 found = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(found.pop("$defs", {}))
@@ -112,3 +156,72 @@ def _document_manual_bodies(app: FastAPI, models: list[type[Any]]) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class MetricsResponse(Response):
+    media_type = CONTENT_TYPE_LATEST
+
+
+def _files_operation() -> dict[str, Any]:
+    """OpenAPI of the result files that the `/files` mount serves (a mount is not a route,
+    so FastAPI does not document it)."""
+    stored = {"schema": {"type": "string", "format": "binary"}}
+    envelope = {"application/json": ERROR_SCHEMA}
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    return {
+        "tags": ["files"],
+        "summary": "A result file, as listed in response.resultUrls",
+        "operationId": "result_file_files__task_id___name__get",
+        "parameters": [
+            {
+                "name": "task_id",
+                "in": "path",
+                "required": True,
+                "description": "The task the file belongs to.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "description": "The file: its index among the task's results, and an extension.",
+                "schema": {"type": "string"},
+                "example": "0.png",
+            },
+            {
+                "name": "Range",
+                "in": "header",
+                "required": False,
+                "description": "bytes=START-END: part of the file (video players seek with it).",
+                "schema": {"type": "string", "maxLength": 200},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "The file, with its content type",
+                "content": dict.fromkeys(CONTENT_TYPES, stored),
+            },
+            "206": {
+                "description": "The requested range of the file",
+                "headers": {
+                    "Content-Range": {
+                        "description": "Which bytes of the file these are.",
+                        "schema": {"type": "string"},
+                    }
+                },
+                "content": {**dict.fromkeys(CONTENT_TYPES, stored), "multipart/byteranges": stored},
+            },
+            "304": {"description": "Not modified (If-None-Match or If-Modified-Since)"},
+            "400": {
+                "description": "A Range header that can't be read, or a path no file can have",
+                "content": {**envelope, **text},
+            },
+            "404": {"description": "No such file", "content": envelope},
+            "413": {"description": "The body is over the size limit", "content": envelope},
+            "416": {"description": "A range outside the file", "content": text},
+            "431": {
+                "description": "Headers and URL are over their size limit",
+                "content": envelope,
+            },
+        },
+    }

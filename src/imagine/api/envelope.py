@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from imagine.errors import BadRequest, ImagineError, InvalidInput
+from imagine.schemas import ErrorEnvelope
 from imagine.store.db import DatabaseBusy
 
 logger = logging.getLogger("imagine.api")
@@ -28,6 +29,42 @@ _REASONS = {
     405: "method not allowed",
     413: "request body too large",
 }
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed request: a body that is not JSON, or a URL on a private address",
+    401: "Missing, unknown or revoked key",
+    402: "The balance can't cover the model's price",
+    404: "Not found",
+    409: "The task already ended",
+    413: "The body is over the size limit",
+    422: "A field holds a value the API can't accept; the message names it",
+    429: "The key's rate limit is reached; see Retry-After",
+    431: "Headers and URL are over their size limit",
+    503: "The database is momentarily busy; retry with exponential backoff",
+}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "schema": {"$ref": f"#/components/schemas/{ErrorEnvelope.__name__}"}
+}
+
+BAD_PATH = {400: "A path that can't name anything (it holds a NUL character)"}
+"""What a route with path parameters answers for a path no name can match."""
+
+EDGE_ERRORS = (413, 431)
+"""What the request-size limits answer on every route, before any route runs."""
+
+
+def error_responses(
+    *codes: int, described: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for errors, each in the envelope with `data: null` (JSON even
+    on routes that answer something else when they succeed)."""
+    texts = {**ERROR_DESCRIPTIONS, **(described or {})}
+    return {
+        code: {"description": texts[code], "content": {"application/json": ERROR_SCHEMA}}
+        for code in codes
+    }
 
 
 class EnvelopeResponse(Response):

@@ -11,21 +11,28 @@ from starlette.responses import HTMLResponse, Response
 
 from imagine import catalog
 from imagine.api.deps import BEARER, RuntimeDep, authenticated, query_parameter, query_value
-from imagine.api.envelope import ok
+from imagine.api.envelope import BAD_PATH, EDGE_ERRORS, error_responses, ok
+from imagine.schemas import Envelope, GalleryPage, TaskPage, Unpublished
 from imagine.services import listing
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(*EDGE_ERRORS, 503))
+_invalid = error_responses(
+    422, described={422: "A query parameter the API can't accept; the message names it"}
+)
 
 _PAGING = [
     query_parameter("cursor", "next_cursor of the previous page.", max_length=200),
     query_parameter("limit", f"Items per page, 1 to {listing.MAX_LIMIT} (default 20)."),
 ]
+_GALLERY_QUERY = [query_parameter("model", "One model's tasks."), *_PAGING]
 
 
 @router.get(
     "/api/tasks",
     tags=["generation"],
     summary="Your tasks, newest first",
+    response_model=Envelope[TaskPage],
+    responses={**error_responses(401), **_invalid},
     openapi_extra={
         **BEARER,
         "parameters": [
@@ -53,9 +60,9 @@ async def tasks(request: Request) -> Response:
     "/api/gallery",
     tags=["gallery"],
     summary="Public finished tasks, newest first (no key needed)",
-    openapi_extra={
-        "parameters": [query_parameter("model", "One model's tasks."), *_PAGING],
-    },
+    response_model=Envelope[GalleryPage],
+    responses=_invalid,
+    openapi_extra={"parameters": _GALLERY_QUERY},
 )
 async def gallery(request: Request, runtime: RuntimeDep) -> Response:
     return ok(await _gallery_page(request, runtime.db))
@@ -65,6 +72,8 @@ async def gallery(request: Request, runtime: RuntimeDep) -> Response:
     "/api/gallery/{task_id}",
     tags=["gallery"],
     summary="Take one of your tasks out of the gallery",
+    response_model=Envelope[Unpublished],
+    responses=error_responses(401, 400, 404, 422, described={**BAD_PATH, 404: "Unknown task"}),
     openapi_extra=BEARER,
 )
 async def unpublish(task_id: str, request: Request) -> Response:
@@ -73,7 +82,14 @@ async def unpublish(task_id: str, request: Request) -> Response:
     return ok({"task_id": task_id, "public": False})
 
 
-@router.get("/gallery", tags=["gallery"], summary="The gallery as a web page")
+@router.get(
+    "/gallery",
+    tags=["gallery"],
+    summary="The gallery as a web page",
+    response_class=HTMLResponse,
+    responses={200: {"description": "The page"}, **_invalid},
+    openapi_extra={"parameters": _GALLERY_QUERY},
+)
 async def gallery_html(request: Request, runtime: RuntimeDep) -> HTMLResponse:
     page = await _gallery_page(request, runtime.db)
     model = query_value(request, "model")

@@ -19,10 +19,11 @@ from imagine.api.deps import (
     query_parameter,
     query_value,
 )
-from imagine.api.envelope import ok
+from imagine.api.envelope import EDGE_ERRORS, error_responses, ok
 from imagine.errors import InvalidInput
 from imagine.runtime import Runtime
 from imagine.schemas import (
+    Cancelled,
     Credits,
     Envelope,
     ErrorEnvelope,
@@ -36,7 +37,7 @@ from imagine.services.keys import balance_of, presented_key_hash
 from imagine.services.ratelimit import GENERATE, STATUS, Decision
 from imagine.services.tasks import cancel_task, status_data
 
-router = APIRouter(prefix="/api", tags=["generation"])
+router = APIRouter(prefix="/api", tags=["generation"], responses=error_responses(*EDGE_ERRORS))
 logger = logging.getLogger("imagine.api")
 
 _errors: dict[int | str, dict[str, Any]] = {
@@ -49,13 +50,89 @@ _errors: dict[int | str, dict[str, Any]] = {
         (429, "The key's rate limit is reached; see Retry-After"),
     )
 }
+_errors.update(error_responses(503))
+
+_RATE_LIMIT_HEADERS: dict[str, Any] = {
+    "X-RateLimit-Limit": {
+        "description": "Requests the key may make per window (only when a limit is set).",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "Requests left in the current window.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "X-RateLimit-Reset": {
+        "description": "Seconds until the window has room again.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+_limited: dict[int | str, dict[str, Any]] = {
+    200: {"headers": _RATE_LIMIT_HEADERS},
+    429: {
+        **_errors[429],
+        "headers": {
+            **_RATE_LIMIT_HEADERS,
+            "Retry-After": {
+                "description": "Seconds to wait before the next request.",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+        },
+    },
+}
+_generate_body = openapi_body(GenerateRequest)
+_generate_body["requestBody"]["content"]["application/json"]["example"] = {
+    "model": "grok-imagine/text-to-image",
+    "input": {"prompt": "A majestic dragon flying over a neon-lit cyberpunk city"},
+}
+_generate_headers: list[dict[str, Any]] = [
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "1 to 200 printable ASCII characters (a UUID): the same key with the "
+        "same body within 24 hours answers with the first task and charges nothing more.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[ -~]+$"},
+    },
+    {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "description": "wait=N (RFC 7240; N up to 60): hold the answer until the task ends, "
+        "at most N seconds, and answer with its status data.",
+        "schema": {"type": "string", "maxLength": 100},
+        "example": "wait=5",
+    },
+]
 
 
 @router.post(
     "/generate",
     response_model=Envelope[TaskCreated],
-    responses={**_errors, 402: {"model": ErrorEnvelope, "description": "Not enough credits"}},
-    openapi_extra={**openapi_body(GenerateRequest), **BEARER},
+    responses={
+        **_errors,
+        402: {"model": ErrorEnvelope, "description": "Not enough credits"},
+        **_limited,
+        200: {
+            "description": "The task's id and status; with `Prefer: wait=N`, its status data "
+            "as GET /api/status answers it.",
+            "headers": {
+                **_RATE_LIMIT_HEADERS,
+                "Idempotent-Replayed": {
+                    "description": "Present when an Idempotency-Key gave back an earlier task.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                },
+                "Preference-Applied": {
+                    "description": "The wait used, when Prefer: wait=N was sent.",
+                    "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
+                },
+            },
+        },
+    },
+    openapi_extra={
+        **_generate_body,
+        "parameters": _generate_headers,
+        **BEARER,
+    },
     summary="Create a generation task",
 )
 async def generate(request: Request) -> Response:
@@ -93,8 +170,12 @@ def _preferred_wait(prefer: str | None) -> int | None:
         return None
     for preference in prefer.replace(";", ",").split(","):
         name, _, value = preference.strip().partition("=")
-        if name.strip().lower() == "wait" and value.strip().isdigit():
-            return min(int(value.strip()), MAX_WAIT)
+        seconds = value.strip()
+        # ASCII digits only ("²" is a digit to str.isdigit but not to int); a number of
+        # more digits than 60 has is more than 60 (and int() refuses thousands of digits).
+        if name.strip().lower() == "wait" and seconds.isascii() and seconds.isdigit():
+            digits = seconds.lstrip("0") or "0"
+            return MAX_WAIT if len(digits) > 2 else min(int(digits), MAX_WAIT)
     return None
 
 
@@ -120,7 +201,7 @@ _task_id_query = query_parameter("task_id", "ID returned by /api/generate.")
 @router.get(
     "/status",
     response_model=Envelope[TaskStatus],
-    responses=_errors,
+    responses={**_errors, **_limited},
     openapi_extra={"parameters": [{**_task_id_query, "required": True}], **BEARER},
     summary="Task status",
 )
@@ -144,7 +225,7 @@ async def status_get(request: Request) -> Response:
 @router.post(
     "/status",
     response_model=Envelope[TaskStatus],
-    responses=_errors,
+    responses={**_errors, **_limited},
     openapi_extra={**openapi_body(StatusRequest), "parameters": [_task_id_query], **BEARER},
     summary="Task status (JSON body)",
 )
@@ -215,6 +296,7 @@ async def models(runtime: RuntimeDep) -> Response:
 
 @router.post(
     "/cancel",
+    response_model=Envelope[Cancelled],
     responses={
         **_errors,
         409: {"model": ErrorEnvelope, "description": "The task already ended"},

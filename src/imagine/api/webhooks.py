@@ -6,15 +6,21 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from imagine.api.deps import BEARER, authenticated, query_parameter, query_value
-from imagine.api.envelope import ok
+from imagine.api.envelope import EDGE_ERRORS, error_responses, ok
+from imagine.schemas import Envelope, WebhookDelivery, WebhookSecret
 from imagine.services import webhooks
 
-router = APIRouter(prefix="/api", tags=["webhooks"])
+router = APIRouter(
+    prefix="/api",
+    tags=["webhooks"],
+    responses=error_responses(*EDGE_ERRORS, 401, 503),
+)
 
 
 @router.get(
     "/webhook-secret",
     summary="The secret that signs your webhooks (Standard Webhooks, whsec_...)",
+    response_model=Envelope[WebhookSecret],
     openapi_extra=BEARER,
 )
 async def webhook_secret(request: Request) -> Response:
@@ -25,6 +31,7 @@ async def webhook_secret(request: Request) -> Response:
 @router.post(
     "/webhook-secret/rotate",
     summary="Replace the signing secret; later deliveries are signed with the new one",
+    response_model=Envelope[WebhookSecret],
     openapi_extra=BEARER,
 )
 async def rotate_webhook_secret(request: Request) -> Response:
@@ -35,6 +42,8 @@ async def rotate_webhook_secret(request: Request) -> Response:
 @router.get(
     "/webhooks",
     summary="Your newest webhook deliveries, each with its attempts and their outcomes",
+    response_model=Envelope[list[WebhookDelivery]],
+    responses=error_responses(404, 422, described={404: "Unknown task"}),
     openapi_extra={
         **BEARER,
         "parameters": [query_parameter("task_id", "Only the deliveries of this task.")],

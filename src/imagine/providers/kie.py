@@ -244,9 +244,10 @@ class KieProvider:
     def _check_signature(self, headers: Mapping[str, str], task_id: str) -> None:
         timestamp = headers.get("x-webhook-timestamp", "")
         signature = headers.get("x-webhook-signature", "")
-        if not timestamp.isdigit() or not signature:
+        if not (timestamp.isascii() and timestamp.isdigit()) or not signature:
             raise CallbackRejected("the callback is not signed", 401)
-        if abs(time.time() - int(timestamp)) > CALLBACK_TOLERANCE:
+        # Seconds since 1970 have 10 digits until 2286; int() refuses thousands of them.
+        if len(timestamp) > 12 or abs(time.time() - int(timestamp)) > CALLBACK_TOLERANCE:
             raise CallbackRejected("the callback's timestamp is too old or in the future", 401)
         assert self._webhook_key is not None
         digest = hmac.new(
@@ -284,7 +285,7 @@ def _made_by_kie(source: SourceTask) -> bool:
 
 def _body_code(body: dict[str, Any] | None) -> int | None:
     code = (body or {}).get("code")
-    if isinstance(code, str) and code.isdigit():
+    if isinstance(code, str) and code.isascii() and code.isdigit() and len(code) <= 9:
         return int(code)
     return code if isinstance(code, int) and not isinstance(code, bool) else None
 

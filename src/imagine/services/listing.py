@@ -51,9 +51,16 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
 def parse_limit(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    # ASCII digits only ("²" is a digit to str.isdigit but not to int), and no more of
+    # them than the limit has: int() refuses thousands of digits.
+    digits = value.lstrip("0") or "0"
+    if (
+        not (value.isascii() and value.isdigit())
+        or len(digits) > len(str(MAX_LIMIT))
+        or not 1 <= int(digits) <= MAX_LIMIT
+    ):
         raise InvalidInput(f"limit: give a whole number from 1 to {MAX_LIMIT}")
-    return int(value)
+    return int(digits)
 
 
 def check_model(model: str | None) -> str | None:

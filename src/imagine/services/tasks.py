@@ -82,9 +82,7 @@ class TaskService:
                 raise InvalidInput(f"callback_url: {problem}")
             refusal = known_refusal(request.callback_url, allow_private=self._allow_private)
             if refusal is not None:
-                raise BadRequest(
-                    f"callback_url: refused: {refusal}, which this server does not call"
-                )
+                raise BadRequest(f"callback_url: {refusal}, which this server does not call")
         source = None
         if request.input.task_id is not None:
             source = source_task(await self._check_source(caller, spec, request.input.task_id))
@@ -323,7 +321,7 @@ def check_inputs(
         refusal = None if is_own_url(url) else known_refusal(url, allow_private=allow_private)
         if refusal is not None:
             raise BadRequest(
-                f"input.image_urls[{index}]: refused: {refusal}, which this server does not fetch"
+                f"input.image_urls[{index}]: {refusal}, which this server does not fetch"
             )
 
 

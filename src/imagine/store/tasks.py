@@ -122,9 +122,14 @@ def _claim(candidates: Any) -> Query:
         "lease_expires_at": bindparam("lease_until"),
     }
     picked = tasks.c.id.in_(chosen.scalar_subquery())
+    # On PostgreSQL the pick is a CTE, which runs once. As `IN (subquery)` the planner may
+    # rescan it for each row (a nested-loop semi join), and every rescan skips the rows
+    # this statement has just leased and locks the next ones: one claim took every due
+    # task, whatever the limit.
+    pick = chosen.cte("picked")
     return Query(
         update(tasks)
-        .where(picked, tasks.c.status == IN_PROGRESS, _unleased)
+        .where(tasks.c.id.in_(select(pick.c.id)), tasks.c.status == IN_PROGRESS, _unleased)
         .values(lease)
         .returning(*tasks.c),
         # SQLite has one writer at a time, so the pick can't go stale; and with the outer
@@ -325,9 +330,11 @@ _gallery = Query(
     .order_by(*_newest_first)
     .limit(bindparam("limit"))
 )
+# An UPDATE's own bind parameters may not be named like a column of its table (SQLAlchemy
+# reserves those names for SET when it runs the statement, as on PostgreSQL): "owner_id".
 _unpublish = Query(
     update(tasks)
-    .where(tasks.c.id == bindparam("task_id"), tasks.c.account_id == bindparam("account_id"))
+    .where(tasks.c.id == bindparam("task_id"), tasks.c.account_id == bindparam("owner_id"))
     .values(public=False)
 )
 
@@ -364,7 +371,7 @@ async def gallery(
 
 async def unpublish(tx: Tx, task_id: str, account_id: str) -> bool:
     """Take the account's task out of the gallery; False when it has no such task."""
-    return await tx.run(_unpublish, {"task_id": task_id, "account_id": account_id}) == 1
+    return await tx.run(_unpublish, {"task_id": task_id, "owner_id": account_id}) == 1
 
 
 def _cancel_where(*extra: Any) -> Query:
@@ -372,7 +379,7 @@ def _cancel_where(*extra: Any) -> Query:
         update(tasks)
         .where(
             tasks.c.id == bindparam("task_id"),
-            tasks.c.account_id == bindparam("account_id"),
+            tasks.c.account_id == bindparam("owner_id"),
             tasks.c.status == IN_PROGRESS,
             *extra,
         )
@@ -411,7 +418,7 @@ async def cancel(
         _cancel_unsent if only_unsent else _cancel,
         {
             "task_id": task_id,
-            "account_id": account_id,
+            "owner_id": account_id,
             "message": message,
             "refunded": refunded,
             "now": now,

@@ -71,9 +71,12 @@ _lease: dict[str, Any] = {
     "lease_expires_at": bindparam("lease_until"),
 }
 _picked = webhook_deliveries.c.id.in_(_chosen.scalar_subquery())
+# As for tasks (store/tasks.py `_claim`): on PostgreSQL the pick is a CTE so that it runs
+# once; rescanned as a subquery it leased every due delivery, whatever the limit.
+_pick = _chosen.cte("picked")
 _claim = Query(
     update(webhook_deliveries)
-    .where(_picked, webhook_deliveries.c.status == PENDING)
+    .where(webhook_deliveries.c.id.in_(select(_pick.c.id)), webhook_deliveries.c.status == PENDING)
     .values(_lease)
     .returning(*webhook_deliveries.c),
     # As for tasks: SQLite has one writer, and the outer test would make it scan.
