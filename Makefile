@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 ARGS ?=
 
-.PHONY: serve test check lint typecheck bench install
+.PHONY: serve test chaos check lint typecheck bench install
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -31,6 +31,9 @@ check: lint typecheck
 
 test: check
 	$(UV) run --frozen pytest -n 2 $(ARGS)
+
+chaos: install
+	$(UV) run --frozen pytest -n 2 -m chaos tests/chaos $(ARGS)
 
 bench: install
 	$(UV) run --frozen python -m bench.api $(ARGS)

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.support.fake_upstream import Answer, FakeUpstream, json_response
+
+FAILED_BY_FAULT = ("500", "the fake failed this task")
+"""(failCode, failMsg) of a task given the fault "fail"."""
 
 T2I = "grok-imagine/text-to-image"
 T2V = "grok-imagine/text-to-video"
@@ -48,6 +52,8 @@ class KieTask:
     fail: tuple[str, str] | None = None
     result_urls: list[str] = field(default_factory=list)
     callback_status: int | None = None
+    fault: str | None = None
+    """One of TASK_FAULTS, or None."""
 
 
 class FakeKie(FakeUpstream):
@@ -132,11 +138,18 @@ class FakeKie(FakeUpstream):
             ready=now + self.task_seconds,
             fail=self.fail_next.pop(0) if self.fail_next else None,
         )
-        video = task.model in (T2V, I2V)
         if task.fail is None:
+            task.fault = self.draw_task_fault()
+        self.log_task(task.input.get("prompt"), task.fault)
+        if task.fault == "fail":
+            task.fail = FAILED_BY_FAULT
+        elif task.fault == "stuck":
+            task.ready = math.inf
+        video = task.model in (T2V, I2V)
+        if task.fail is None and task.fault != "no_results":
             count = self.images_per_task if task.model == T2I else 1
             task.result_urls = [
-                self.add_result(f"{task.id}-{n}.{'mp4' if video else 'png'}", video)
+                self.add_result(f"{task.id}-{n}.{'mp4' if video else 'png'}", video, task.fault)
                 for n in range(count)
             ]
         self.tasks[task.id] = task
@@ -231,7 +244,7 @@ class FakeKie(FakeUpstream):
     # -- callbacks ---------------------------------------------------------------------
 
     async def _finish(self, task: KieTask) -> None:
-        if not (self.callbacks and task.callback_url):
+        if not (self.callbacks and task.callback_url) or task.fault == "stuck":
             return
         record = self.record(task)
         if self.callback_shape == "minimal":

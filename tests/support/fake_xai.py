@@ -4,6 +4,7 @@ video generation (pending -> done | failed | expired), and the model list."""
 from __future__ import annotations
 
 import base64
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,7 +26,10 @@ class XaiVideo:
     body: dict[str, Any]
     ready: float
     ending: str
-    url: str
+    url: str | None
+    """None: it ends done without a URL."""
+    fault: str | None = None
+    """One of TASK_FAULTS, or None."""
 
 
 class FakeXai(FakeUpstream):
@@ -77,10 +81,15 @@ class FakeXai(FakeUpstream):
         self.image_bodies.append(body)
         if self.block_reason:
             return json_response({"block_reason": self.block_reason, "data": []})
+        # Images are made within the call: they can't get stuck or fail later.
+        fault = self.draw_task_fault(("no_results", "missing_result", "trickle"))
+        self.log_task(body["prompt"], fault)
+        if fault == "no_results":
+            return json_response({"block_reason": None, "data": []})
         name = f"img-{uuid.uuid4().hex}.png"
-        url = self.add_result(name, video=False)
+        url = self.add_result(name, video=False, fault=fault)
         item: dict[str, Any] = {"mime_type": "image/png", "revised_prompt": ""}
-        if self.image_format == "b64_json":
+        if self.image_format == "b64_json" and fault is None:
             item["b64_json"] = base64.b64encode(self.result_files[name][0]).decode()
         else:
             item["url"] = url
@@ -107,12 +116,19 @@ class FakeXai(FakeUpstream):
         ):
             return self._refuse(400, "image.url must be a URL or a data URI")
         video_id = uuid.uuid4().hex
+        fault = self.draw_task_fault()
+        self.log_task(body["prompt"], fault)
         self.videos[video_id] = XaiVideo(
             id=video_id,
             body=body,
-            ready=time.time() + self.task_seconds,
-            ending=self.video_ending,
-            url=self.add_result(f"{video_id}.mp4", video=True),
+            ready=math.inf if fault == "stuck" else time.time() + self.task_seconds,
+            ending="failed" if fault == "fail" else self.video_ending,
+            url=(
+                None
+                if fault == "no_results"
+                else self.add_result(f"{video_id}.mp4", video=True, fault=fault)
+            ),
+            fault=fault,
         )
         return json_response({"request_id": video_id})
 
@@ -139,13 +155,10 @@ class FakeXai(FakeUpstream):
             )
         if video.ending == "expired":
             return json_response({"status": "expired", "model": model})
-        return json_response(
-            {
-                "status": "done",
-                "video": {"url": video.url, "duration": 6, "respect_moderation": True},
-                "model": model,
-            }
-        )
+        shown: dict[str, Any] = {"duration": 6, "respect_moderation": True}
+        if video.url is not None:
+            shown["url"] = video.url
+        return json_response({"status": "done", "video": shown, "model": model})
 
     async def _models(self, request: Request) -> Response:
         refused = await self.admit("models", request)
