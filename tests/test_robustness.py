@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -123,6 +124,11 @@ def test_methods_and_paths_outside_the_api(server: ServerProcess) -> None:
         assert_envelope(answer)
 
 
+def _cursor_with(task_id: str) -> str:
+    raw = f"2026-01-01T00:00:00+00:00|{task_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 def test_strings_no_database_can_store_are_refused_naming_the_field(
     engine_server: tuple[ServerProcess, Any],
 ) -> None:
@@ -159,6 +165,9 @@ def test_strings_no_database_can_store_are_refused_naming_the_field(
         ),
         ("GET", "/api/tasks", {"params": {"model": nul}}, "model"),
         ("GET", "/api/tasks", {"params": {"cursor": nul}}, "cursor"),
+        # A NUL hidden in the cursor's base64 is refused as a cursor we never gave out.
+        ("GET", "/api/tasks", {"params": {"cursor": _cursor_with(nul)}}, "cursor"),
+        ("GET", "/api/gallery", {"params": {"cursor": _cursor_with(nul)}}, "cursor"),
         ("GET", "/api/webhooks", {"params": {"task_id": nul}}, "task_id"),
         ("GET", "/api/gallery", {"params": {"model": nul}}, "model"),
     ]

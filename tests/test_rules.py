@@ -62,6 +62,8 @@ def test_url_problem(url: str, problem: str | None) -> None:
         ("http://localhost/", True),
         ("http://LOCALHOST./", True),
         ("http://app.localhost/", True),
+        ("http://[fec0::1]/", True),  # site-local, though some Pythons call it global
+        ("http://[64:ff9b:1::a00:1]/", True),  # local-use NAT64 of 10.0.0.1
         ("http://93.184.216.34/", False),
         ("http://1572395042/", False),  # 93.184.216.34 as one number
         ("http://example.com/", False),  # a name: only resolving it can tell
@@ -101,10 +103,16 @@ def test_hosts_are_read_as_the_resolver_reads_them(host: str, canonical: str) ->
         "http://[fe80::1%25eth0]/",
         "http://127.0.0.1%2e/",
         "http://-a.example/",
+        "http://example.123/",  # a numeric last label makes it an address, and it is none
+        "http://0xg.1/",
     ],
 )
 def test_hosts_that_are_neither_names_nor_addresses(url: str) -> None:
     assert url_problem(url) == "has a host that is neither a valid name nor a valid address"
+
+
+def test_urls_the_http_client_would_read_otherwise_are_invalid() -> None:
+    assert url_problem("http://[::1]@evil.example/") == "is not a valid URL"
 
 
 def test_the_client_is_given_the_checked_host() -> None:

@@ -15,6 +15,7 @@ downloads at once; its further ones wait their turn in the queue, not in a slot.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from imagine.netguard import (
     CheckedResolver,
     InvalidHost,
     RefusedAddress,
+    canonical_host,
     known_refusal,
     target,
     url_problem,
@@ -44,6 +46,7 @@ SOURCE_ATTEMPTS = 6
 """Tries of a source image that answers 5xx, 429 or not at all: about a minute of
 backoff in all, then the task fails with what the source answered."""
 BUSY_RETRY_SECONDS = 1.0
+"""Least wait of a source download put off because its account's share is in use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,13 @@ class Fetcher:
     def trust(self, hosts: Collection[str]) -> None:
         """Provider hosts the operator configured: results may come from their private
         addresses."""
-        self._results.resolver.trusted_hosts = frozenset(hosts)
+        canonical = set()
+        for host in hosts:
+            try:
+                canonical.add(canonical_host(host)[0])
+            except InvalidHost:
+                continue  # no URL can name it, so there is nothing to trust
+        self._results.resolver.trusted_hosts = frozenset(canonical)
 
     async def aclose(self) -> None:
         await self._sources.close()
@@ -131,7 +140,8 @@ class Fetcher:
             raise ProviderError(
                 f"this account already has {share} source images downloading",
                 retryable=True,
-                retry_after=BUSY_RETRY_SECONDS,
+                # Jittered, so one account's waiting tasks don't all come back at once.
+                retry_after=BUSY_RETRY_SECONDS * random.uniform(1, 3),
                 deferred=True,
             )
         self._per_account[account_id] += 1
@@ -198,7 +208,11 @@ class Fetcher:
             refusal = self._refusal(pool, url)
             if refusal is not None:
                 raise ProviderError(f"{what} was refused: it {refusal}", retryable=False)
-            async with pool.session().get(target(url).url, allow_redirects=False) as response:
+            # Headers must come within the grace period too: a server that drips them
+            # would otherwise hold a slot for as long as the whole download may take.
+            async with asyncio.timeout(RATE_GRACE_SECONDS if self._limits.min_rate else None):
+                response = await pool.session().get(target(url).url, allow_redirects=False)
+            async with response:
                 if response.status in _REDIRECTS and "location" in response.headers:
                     # Each hop is checked again: a public URL may redirect inward.
                     url = urljoin(url, response.headers["location"])
@@ -227,7 +241,9 @@ def _describe(exc: BaseException) -> str:
 
 def _retry_after(response: aiohttp.ClientResponse) -> float | None:
     given = response.headers.get("retry-after", "").strip()
-    return min(float(given), 60.0) if given.isdigit() else None
+    return (
+        min(float(given), 60.0) if given.isascii() and given.isdigit() and len(given) < 6 else None
+    )
 
 
 async def _read_limited(

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
+from yarl import URL
 
 MAX_URL = 2048
 
@@ -57,7 +58,7 @@ def _inet_aton(host: str) -> ipaddress.IPv4Address:
         raise InvalidHost(host)
     values = []
     for part in parts:
-        if not part:
+        if not _NUMERIC_LABEL.match(part):
             raise InvalidHost(host)
         if part[:2] in ("0x", "0X"):
             values.append(int(part[2:] or "0", 16))
@@ -131,9 +132,15 @@ def url_problem(url: str) -> str | None:
     if not parts.hostname:
         return "has no host"
     try:
-        target(url)
+        found = target(url)
     except InvalidHost:
         return "has a host that is neither a valid name nor a valid address"
+    try:
+        # The HTTP client must read the URL as we do, or it would refuse it later.
+        if (URL(found.url).host or "").strip("[]").lower() != found.host:
+            return "is not a valid URL"
+    except ValueError:
+        return "is not a valid URL"
     return None
 
 
@@ -142,7 +149,10 @@ def is_loopback_name(host: str) -> bool:
     return host in _LOOPBACK_NAMES or host.endswith(".localhost")
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+"""The well-known NAT64 prefix and the local-use one (RFC 8215): both reach IPv4."""
+_NOT_PUBLIC = (ipaddress.ip_network("fec0::/10"),)
+"""Private although some Python releases' tables call them global (site-local)."""
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -155,7 +165,11 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address
         found.append(address.sixtofour)
     if address.teredo is not None:
         found.extend(address.teredo)
-    if address in _NAT64 or int(address) >> 32 == 0 or int(address) >> 32 == 0xFFFF0000:
+    if (
+        any(address in network for network in _NAT64)
+        or int(address) >> 32 == 0
+        or int(address) >> 32 == 0xFFFF0000
+    ):
         found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return found
 
@@ -173,6 +187,8 @@ def url_without_secrets(url: str) -> str:
 
 def is_public_address(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
+        if any(address in network for network in _NOT_PUBLIC):
+            return False
         embedded = _embedded_ipv4(address)
         if embedded:
             return all(is_public_address(inner) for inner in embedded)

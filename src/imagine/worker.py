@@ -53,6 +53,10 @@ MIRRORING = "_mirroring"
 """provider_state key: result URLs known but not yet copied (a retry copies, not polls)."""
 
 
+def _storable_id(upstream_id: str) -> bool:
+    return 0 < len(upstream_id) <= 200 and upstream_id.isprintable()
+
+
 def _past_deadline(task: TaskRow) -> str:
     seconds = int((task.deadline_at - task.created_at).total_seconds())
     return f"the task did not finish within {seconds} seconds"
@@ -273,6 +277,12 @@ class Worker:
             now = utc_now()
             async with asyncio.timeout(self._budget(task)):
                 submitted = await provider.submit(job)
+            if not _storable_id(submitted.upstream_id):
+                # Storing it would fail, and a retry would submit (and pay) again.
+                raise ProviderError(
+                    f"{provider.name} answered with a task id this server can't keep",
+                    retryable=False,
+                )
             # Nothing more to do in this step: the same write hands the lease back.
             done = submitted.outcome is None and submitted.poll_after > 0
             stored = await self._update(
@@ -349,7 +359,15 @@ class Worker:
                 )
             return result
 
-        return list(await asyncio.gather(*(copy(result) for result in results)))
+        copies = [asyncio.ensure_future(copy(result)) for result in results]
+        try:
+            return list(await asyncio.gather(*copies))
+        finally:
+            # One failed copy ends the step: the others must not go on holding result
+            # slots (and the network) past it.
+            for pending in copies:
+                pending.cancel()
+            await asyncio.gather(*copies, return_exceptions=True)
 
     async def _on_error(
         self, task: TaskRow, provider: Provider, job: Job, error: ProviderError

@@ -7,6 +7,7 @@ answers 500 with internals: unexpected exceptions are logged and answered generi
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +15,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -115,6 +116,16 @@ def validation_problem(errors: list[Any]) -> ImagineError:
     return InvalidInput(f"{field_path(loc)}: {message}")
 
 
+def _is_data_error(exc: Exception) -> bool:
+    if isinstance(exc, sqlite3.DataError):
+        return True
+    original = getattr(exc, "orig", None)
+    for candidate in (original, getattr(original, "__cause__", None)):
+        if str(getattr(candidate, "sqlstate", "") or "").startswith("22"):
+            return True
+    return False
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_domain_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ImagineError)
@@ -141,11 +152,13 @@ def install_error_handlers(app: FastAPI) -> None:
         logger.warning("database unavailable: %s", exc.__class__.__name__)
         return error(503, "the database is busy; retry with exponential backoff")
 
-    async def on_unstorable(_: Request, exc: Exception) -> Response:
+    async def on_driver_error(request: Request, exc: Exception) -> Response:
         # A value the database refuses (a character it can't store, a number out of its
-        # range) that validation let through: the request is at fault, not the server.
-        logger.warning("database refused a value: %s", exc.__class__.__name__)
-        return error(422, "a value in the request can't be stored; check its characters")
+        # range: SQLSTATE class 22) that validation let through is the request's fault.
+        if _is_data_error(exc):
+            logger.warning("database refused a value: %s", exc.__class__.__name__)
+            return error(422, "a value in the request can't be stored; check its characters")
+        return await on_unexpected(request, exc)
 
     async def on_unexpected(_: Request, exc: Exception) -> Response:
         logger.error("unexpected error", exc_info=exc)
@@ -156,6 +169,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, on_pydantic_validation)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(OperationalError, on_database_error)
-    app.add_exception_handler(DataError, on_unstorable)
+    app.add_exception_handler(DBAPIError, on_driver_error)
+    app.add_exception_handler(sqlite3.DataError, on_driver_error)
     app.add_exception_handler(DatabaseBusy, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -63,7 +63,7 @@ _CAPTION_CHARS = 1000
 _TOO_LARGE = (
     f"the source image is too large (the limit is {MAX_SOURCE_PIXELS // 1_000_000} megapixels)"
 )
-_NOT_AN_IMAGE = "the source is not an image this server reads (PNG, JPEG or WebP)"
+_NOT_AN_IMAGE = "the source is not an image this server reads (PNG, JPEG, WebP)"
 
 # Crisp shapes are drawn at this multiple of the output size and box-reduced, which is the
 # cheapest way to anti-alias ImageDraw primitives (they have no anti-aliasing of their own).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskView
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 STATUSES = (IN_PROGRESS, SUCCESS, FAILED)
+_TASK_ID = re.compile(r"^t[0-9a-f]{1,40}$")
+"""The shape of the task ids this server gives out (ids.new_task_id)."""
 
 
 def encode_cursor(created_at: datetime, task_id: str) -> str:
@@ -43,7 +46,7 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
         when = when.astimezone(UTC)
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise refused from None
-    if not task_id:
+    if not _TASK_ID.match(task_id):
         raise refused
     return when, task_id
 
