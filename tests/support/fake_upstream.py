@@ -17,7 +17,6 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Self
 
 import av
@@ -29,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tests.support.running import Running
 
 TASK_FAULTS = ("stuck", "fail", "no_results", "missing_result", "trickle")
 """What can be wrong with a task made upstream (`FakeUpstream.task_faults`): it never
@@ -103,7 +104,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
-class FakeUpstream:
+class FakeUpstream(Running):
     """Base of the fakes. Knobs are plain attributes, safe to change while it runs."""
 
     api_key = "test-upstream-key"
@@ -366,14 +367,3 @@ class FakeUpstream:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from types import TracebackType
+from typing import Self
+
+from tests.support.running import Running
 
 
 def _ipv6_socket(port: int) -> socket.socket | None:
@@ -47,7 +49,7 @@ def _bind() -> tuple[int, socket.socket, socket.socket | None]:
     return fallback[0], fallback[1], None
 
 
-class Listener:
+class Listener(Running):
     """Counts connections on 127.0.0.1:port (and [::1]:port when the machine has IPv6
     loopback); each is closed at once, without a byte sent."""
 
@@ -86,7 +88,7 @@ class Listener:
                 self._peers.append(str(peer[0]))
             conn.close()
 
-    def start(self) -> Listener:
+    def start(self) -> Self:
         for thread in self._threads:
             thread.start()
         return self
@@ -98,14 +100,3 @@ class Listener:
         for sock in self._sockets:
             with contextlib.suppress(OSError):
                 sock.close()
-
-    def __enter__(self) -> Listener:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import httpx
+
+from tests.support.running import Running
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -24,7 +25,7 @@ def free_port() -> int:
         return port
 
 
-class ServerProcess:
+class ServerProcess(Running):
     def __init__(
         self, data_dir: Path, env: dict[str, str] | None = None, *, port: int | None = None
     ) -> None:
@@ -43,7 +44,7 @@ class ServerProcess:
         self.no_worker = False
         self.access_log = False
 
-    def start(self) -> ServerProcess:
+    def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = self._spawn(log)
@@ -84,14 +85,3 @@ class ServerProcess:
         assert self.process is not None
         self.process.kill()
         self.process.wait()
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
