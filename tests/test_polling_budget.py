@@ -10,17 +10,7 @@ import httpx
 
 from tests.support.api import auth, create_task, new_key, text_to_image, wait_done
 from tests.support.fake_kie import FakeKie
-from tests.support.upstreams import kie_env, start_server
-
-
-def _most_in_any_window(times: list[float], window: float) -> int:
-    ordered = sorted(times)
-    most, start = 0, 0
-    for end, moment in enumerate(ordered):
-        while moment - ordered[start] >= window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
+from tests.support.upstreams import kie_env, most_in_any_window, start_server
 
 
 def test_a_client_polling_at_10_hz_costs_one_upstream_poll_per_refresh_interval(
@@ -83,8 +73,8 @@ def test_upstream_rate_limits_are_kept_and_tasks_are_polled_concurrently(
                 assert data["status"] == "SUCCESS", data
             # A leaky bucket lets a full bucket through, then the rate: any one second sees
             # at most twice the rate.
-            assert _most_in_any_window(kie.call_times["create"], 1.0) <= 2 * 3
-            assert _most_in_any_window(kie.call_times["poll"], 1.0) <= 2 * 4
+            assert most_in_any_window(kie.call_times["create"], 1.0) <= 2 * 3
+            assert most_in_any_window(kie.call_times["poll"], 1.0) <= 2 * 4
             assert kie.calls["create"] == 12
             # Polls overlap: the worker never polls one task at a time.
             assert kie.most_in_flight["poll"] > 1

@@ -18,6 +18,7 @@ import httpx
 from tests.support.api import auth
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.server import ADMIN_TOKEN, ServerProcess
+from tests.support.upstreams import most_in_any_window
 
 FINAL = ("SUCCESS", "FAILED")
 PRICES = {
@@ -117,17 +118,6 @@ def seconds_to_finish(data: dict[str, Any]) -> float:
     created = datetime.fromisoformat(str(data["created_at"]).replace("Z", "+00:00"))
     completed = datetime.fromisoformat(str(data["completed_at"]).replace("Z", "+00:00"))
     return (completed - created).total_seconds()
-
-
-def most_in_any_window(times: Iterable[float], window: float = 1.0) -> int:
-    """The most moments that fall in any half-open interval of `window` seconds."""
-    ordered = sorted(times)
-    most, start = 0, 0
-    for end, moment in enumerate(ordered):
-        while moment - ordered[start] >= window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 def bucket_allows(calls: int, seconds: float, window: float = 1.0) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -46,3 +47,14 @@ def metric(server: ServerProcess, name: str, **labels: str) -> float:
         if found == wanted:
             return float(match.group(3))
     return 0.0
+
+
+def most_in_any_window(times: Iterable[float], window: float = 1.0) -> int:
+    """The most moments that fall in any half-open interval of `window` seconds."""
+    ordered = sorted(times)
+    most, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
