@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 ARGS ?=
 
-.PHONY: serve test chaos check lint typecheck bench install
+.PHONY: serve test chaos check lint typecheck imports bench install
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -27,7 +27,11 @@ lint: install
 typecheck: install
 	$(UV) run --frozen mypy
 
-check: lint typecheck
+# The import contracts of pyproject.toml ([tool.importlinter]): layers one way only.
+imports: install
+	$(UV) run --frozen lint-imports
+
+check: lint typecheck imports
 
 test: check
 	$(UV) run --frozen pytest -n 2 $(ARGS)

@@ -11,7 +11,7 @@ model the machine keeps:
   running sum, and no balance is ever below zero;
 - every task is debited exactly once, at its price, and refunded at most once;
 - a refund exists exactly for a task that failed, except a task cancelled after a paid
-  provider started it, which keeps its credits (services/tasks.py `cancel_task`);
+  provider started it, which keeps its credits (services/tasks/lifecycle.py `cancel`);
 - a task that reached SUCCESS or FAILED never changes again (status, results, error,
   refund, finish time), and its webhook, queued once, reports the same outcome.
 """
@@ -54,18 +54,16 @@ from imagine.runtime import USER_AGENT, providers_for
 from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services import billing, keys
 from imagine.services.keys import Caller
-from imagine.services.tasks import (
-    Created,
-    TaskService,
-    cancel_task,
-    finish_failure,
-    finish_success,
-)
+from imagine.services.tasks import lifecycle
+from imagine.services.tasks.idempotency import Created
+from imagine.services.tasks.lifecycle import Applied, Lease, Result
+from imagine.services.tasks.service import TaskService
+from imagine.states import TaskStatus
 from imagine.storage import LocalStorage
 from imagine.store import tasks as task_repo
 from imagine.store.db import Database, Tx
 from imagine.store.migrate import upgrade
-from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskRow
+from imagine.store.tasks import TaskRow
 from imagine.worker import Worker
 from tests.support.databases import (
     create_postgres_database,
@@ -75,6 +73,7 @@ from tests.support.databases import (
 )
 
 T = TypeVar("T")
+IN_PROGRESS, SUCCESS, FAILED = TaskStatus
 
 PUBLIC_URL = "http://imagine.test"
 HOOK = "https://hooks.example.com/imagine"
@@ -126,7 +125,7 @@ class Task:
     callback: bool
     request: GenerateRequest
     idempotency_key: str | None
-    status: str = IN_PROGRESS
+    status: TaskStatus = IN_PROGRESS
     refunded: bool = False
     kept: bool = False
     """Cancelled after a paid provider started it: FAILED, credits kept."""
@@ -144,7 +143,7 @@ class Task:
     def unleased(self, now: datetime) -> bool:
         return self.lease_expires_at is None or self.lease_expires_at < now
 
-    def end(self, status: str, *, refunded: bool) -> None:
+    def end(self, status: TaskStatus, *, refunded: bool) -> None:
         self.status = status
         self.refunded = refunded
         self.kept = status == FAILED and not refunded
@@ -512,7 +511,7 @@ class LedgerMachine(RuleBasedStateMachine):
         ]
         worker_id = self.worker_id(worker)
         rows = self.write(
-            lambda tx: task_repo.claim_due(
+            lambda tx: lifecycle.claim_due(
                 tx, worker_id=worker_id, now=now, lease_until=until, limit=limit
             )
         )
@@ -547,11 +546,12 @@ class LedgerMachine(RuleBasedStateMachine):
             and (task.checked_at is None or task.checked_at <= now)
         )
         worker_id = self.worker_id(worker)
-        row = self.write(
-            lambda tx: task_repo.claim_one(
+        claimed = self.write(
+            lambda tx: lifecycle.claim_for_refresh(
                 tx, task.id, worker_id=worker_id, now=now, lease_until=until, checked_before=now
             )
         )
+        row = claimed if isinstance(claimed, TaskRow) else None
         assert (row is not None) == claimable
         event(f"claim_one {when}: {'claimed' if row else 'refused'}")
         if row is not None:
@@ -575,16 +575,31 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _worker_writes(self, worker: int, task: Task, action: str) -> None:
         now = utc_now()
-        values: dict[str, Any] = {"updated_at": now}
+        values: dict[str, Any] = {}
+        lease = Lease(task.id, self.worker_id(worker))
+        able = self._holds(task, lease.worker_id)
+        transition: Callable[[Tx], Awaitable[Result]]
         if action == "submit":
-            if task.upstream_id is None:
-                values["upstream_id"] = f"{task.provider}-{task.id}"
+            # A task is sent upstream once: recording a second submission is refused.
+            able = able and task.upstream_id is None
+            upstream_id = f"{task.provider}-{task.id}"
             state = {"ready_at": now.isoformat()} if task.provider == "preview" else {}
-            values.update(provider_state=state, checked_at=now, attempts=0, next_check_at=now)
+            values.update(upstream_id=upstream_id, checked_at=now, attempts=0, next_check_at=now)
+            transition = lambda tx: lifecycle.record_submission(  # noqa: E731
+                tx,
+                lease,
+                upstream_id=upstream_id,
+                provider_state=state,
+                next_check_at=now,
+                keep_lease=True,
+                now=now,
+            )
         elif action == "renew":
             values["lease_expires_at"] = now + LEASE
+            transition = lambda tx: lifecycle.renew_lease(tx, lease, until=now + LEASE)  # noqa: E731
         elif action == "release":
             values.update(lease_owner=None, lease_expires_at=None)
+            transition = lambda tx: lifecycle.release(tx, lease)  # noqa: E731
         else:
             values.update(
                 attempts=task.attempts + 1,
@@ -592,9 +607,17 @@ class LedgerMachine(RuleBasedStateMachine):
                 lease_owner=None,
                 lease_expires_at=None,
             )
-        worker_id = self.worker_id(worker)
-        stored = self.write(lambda tx: task_repo.update_leased(tx, task.id, worker_id, **values))
-        assert stored == self._holds(task, worker_id)
+            transition = lambda tx: lifecycle.retry_later(  # noqa: E731
+                tx,
+                lease,
+                attempts=task.attempts + 1,
+                next_check_at=now,
+                results_to_copy=None,
+                callback_read=False,
+                now=now,
+            )
+        stored = isinstance(self.write(transition), Applied)
+        assert stored == able
         event(f"worker {action}: {'stored' if stored else 'dropped'}")
         if not stored:
             return
@@ -604,6 +627,22 @@ class LedgerMachine(RuleBasedStateMachine):
         task.next_check_at = values.get("next_check_at", task.next_check_at)
         task.lease_owner = values.get("lease_owner", task.lease_owner)
         task.lease_expires_at = values.get("lease_expires_at", task.lease_expires_at)
+
+    def succeed_as(
+        self, worker_id: str, row: TaskRow, urls: list[str]
+    ) -> Coroutine[Any, Any, Result]:
+        return self.db.write(
+            lambda tx: lifecycle.succeed(
+                tx, Lease(row.id, worker_id), row, result_urls=urls, now=utc_now()
+            )
+        )
+
+    def fail_as(self, worker_id: str, row: TaskRow, message: str) -> Coroutine[Any, Any, Result]:
+        return self.db.write(
+            lambda tx: lifecycle.fail(
+                tx, Lease(row.id, worker_id), row, message=message, now=utc_now()
+            )
+        )
 
     # -- ending tasks ----------------------------------------------------------------
 
@@ -616,7 +655,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def _succeed(self, worker: int, task: Task) -> None:
         worker_id = self.worker_id(worker)
         urls = [f"{PUBLIC_URL}/files/{task.id}/0.png"]
-        ended = self.run(finish_success(self.db, self.row(task.id), worker_id, urls))
+        ended = isinstance(self.run(self.succeed_as(worker_id, self.row(task.id), urls)), Applied)
         assert ended == self._holds(task, worker_id)
         event(f"succeed: {'ended' if ended else 'refused'}")
         if ended:
@@ -635,7 +674,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _fail(self, worker: int, task: Task, message: str) -> None:
         worker_id = self.worker_id(worker)
-        ended = self.run(finish_failure(self.db, self.row(task.id), worker_id, MESSAGES[message]))
+        failing = self.fail_as(worker_id, self.row(task.id), MESSAGES[message])
+        ended = isinstance(self.run(failing), Applied)
         assert ended == self._holds(task, worker_id)
         event(f"fail: {'ended' if ended else 'refused'}")
         if ended:
@@ -666,7 +706,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _cancel(self, task: Task, by: Account | None) -> None:
         account = by or task.account
-        cancelling = cancel_task(self.db, self.router, account.caller, task.id)
+        cancelling = self.service.cancel(account.caller, task.id)
         if account is not task.account:
             with pytest.raises(NotFound):
                 self.run(cancelling)
@@ -748,11 +788,11 @@ class LedgerMachine(RuleBasedStateMachine):
         def attempt(racer: str) -> Awaitable[object]:
             kind, _, which = racer.partition(":")
             if kind == "cancel":
-                return cancel_task(self.db, self.router, task.account.caller, task.id)
+                return self.service.cancel(task.account.caller, task.id)
             worker_id = self.worker_id(int(which))
             if kind == "succeed":
-                return finish_success(self.db, row, worker_id, [f"{PUBLIC_URL}/files/x/0.png"])
-            return finish_failure(self.db, row, worker_id, f"failed by {racer}")
+                return self.succeed_as(worker_id, row, [f"{PUBLIC_URL}/files/x/0.png"])
+            return self.fail_as(worker_id, row, f"failed by {racer}")
 
         async def together() -> list[object]:
             return await asyncio.gather(
@@ -779,9 +819,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert isinstance(outcome, dict)
                 assert outcome["refunded"] is free
                 winners.append(racer)
-            elif outcome is True:
+            elif isinstance(outcome, Applied):
                 winners.append(racer)
-            elif outcome is not False:
+            elif not isinstance(outcome, lifecycle.Refused):
                 raise AssertionError(f"{racer}: {outcome!r}")
         assert len(winners) == (1 if able else 0), (winners, able)
         event(

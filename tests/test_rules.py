@@ -9,7 +9,7 @@ from imagine.api.envelope import field_path
 from imagine.errors import BadRequest, InvalidInput
 from imagine.netguard import canonical_host, is_public_address, known_refusal, target, url_problem
 from imagine.schemas import GenerateInput, GenerateRequest
-from imagine.services.tasks import check_inputs, sanitized_request
+from imagine.services.tasks.validation import check_inputs, sanitized_request
 from imagine.worker import retry_delay
 
 

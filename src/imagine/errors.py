@@ -52,3 +52,36 @@ class ServiceUnavailable(ImagineError):
 
 class TooManyRequests(ImagineError):
     status_code = 429
+
+
+# -- named for their condition: what callers catch and tests expect -----------------------
+
+
+class TaskNotFound(NotFound):
+    """No such task in the caller's account (another account's task answers the same)."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} not found")
+        self.task_id = task_id
+
+
+class TaskAlreadyEnded(Conflict):
+    """The task is SUCCESS or FAILED: nothing can change it any more."""
+
+    def __init__(self, task_id: str, status: str | None = None) -> None:
+        ended = f"already ended with {status}" if status else "ended meanwhile"
+        super().__init__(f"task {task_id} {ended}; nothing to cancel")
+        self.task_id = task_id
+
+
+class AccountNotFound(NotFound):
+    def __init__(self, account_id: str, hint: str = "") -> None:
+        super().__init__(f"account {account_id} not found{hint}")
+        self.account_id = account_id
+
+
+class InvalidKey(Unauthorized):
+    """The bearer key is unknown or was revoked."""
+
+    def __init__(self) -> None:
+        super().__init__("invalid API key: it is unknown or was revoked")

@@ -8,7 +8,7 @@ from imagine.fetch import Fetcher
 from imagine.providers.base import ProviderContext
 from imagine.providers.registry import ProviderRouter, build_router
 from imagine.services.ratelimit import GENERATE, STATUS, RateLimiter
-from imagine.services.tasks import TaskService
+from imagine.services.tasks.service import TaskService
 from imagine.storage import LocalStorage
 from imagine.store.db import Database
 from imagine.store.migrate import upgrade
@@ -66,7 +66,6 @@ class Runtime:
             lease_seconds=settings.lease_seconds,
             refresh_timeout=settings.status_refresh_timeout,
             refresh_interval=settings.status_refresh_interval,
-            on_finished=self.webhooks.wake,
         )
         self.limiter = RateLimiter(
             {
@@ -80,7 +79,6 @@ class Runtime:
             self.router,
             deadline_seconds=settings.task_deadline,
             allow_private_urls=settings.allow_private_urls,
-            on_created=self.worker.wake,
             refresh=self.worker.refresh,
             is_own_url=self.fetcher.is_own_url,
             refresh_interval=settings.status_refresh_interval,

@@ -1,12 +1,21 @@
-"""The wire shapes of the public API (requests and the `data` of responses)."""
+"""The wire shapes of the public API: one definition each, for the code and the docs.
+
+Requests are pydantic models: they validate what comes in. Answers are TypedDicts:
+the code that builds an answer is typed with its shape (so mypy checks every field
+where it is made, at no cost on the hot paths), and pydantic turns the same classes
+into the OpenAPI document. tests/test_wire_schemas.py checks real answers of every
+route against that document.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
 
 from imagine.catalog import DEFAULT_MODEL
+from imagine.states import DeliveryStatus, LedgerKind, TaskStatus
 
 MAX_PROMPT = 5000
 MAX_URL = 2048
@@ -75,153 +84,164 @@ class StatusRequest(_Strict):
 
 
 class Envelope(BaseModel, Generic[T]):
+    """Every success answer: `data` holds the route's shape."""
+
     code: int = 200
     message: str = "success"
     data: T
 
 
-class ErrorEnvelope(BaseModel):
+class ErrorEnvelope(TypedDict):
+    """Every error answer; the HTTP status equals `code`."""
+
     code: int
     message: str
-    data: None = None
+    data: None
 
 
-class TaskCreated(BaseModel):
+Timestamp = Annotated[str, Field(examples=["2025-06-14T05:21:11Z"])]
+
+
+class TaskCreated(TypedDict):
     task_id: str
-    status: Literal["IN_PROGRESS", "SUCCESS", "FAILED"]
+    status: TaskStatus
 
 
-class TaskResponse(BaseModel):
+class TaskResponse(TypedDict):
     resultUrls: list[str]
 
 
-class TaskStatus(BaseModel):
+class StatusData(TypedDict):
+    """A task as GET /api/status answers it: the API document's fields, plus completed_at."""
+
     task_id: str
-    status: Literal["IN_PROGRESS", "SUCCESS", "FAILED"]
+    status: TaskStatus
     request: dict[str, Any]
     response: TaskResponse | None
     consumed_credits: int
     error_message: str | None
-    created_at: str = Field(examples=["2025-06-14T05:21:11Z"])
-    completed_at: str | None = None
+    created_at: Timestamp
+    completed_at: Timestamp | None
 
 
-class Credits(BaseModel):
+class Credits(TypedDict):
     account_id: str
     balance: int
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(TypedDict):
     model: str
     credits: int
     output: Literal["image", "video"]
     inputs: list[str]
-    options: dict[str, list[str]] = Field(
-        description="Optional inputs and the values each accepts."
-    )
-    available: bool = Field(description="Whether a configured provider serves it.")
-    provider: str | None = Field(description="The provider new tasks go to first.")
-    routes: list[str] = Field(description="The providers tried, in failover order.")
+    options: Annotated[
+        dict[str, list[str]], Field(description="Optional inputs and the values each accepts.")
+    ]
+    available: Annotated[bool, Field(description="Whether a configured provider serves it.")]
+    provider: Annotated[str | None, Field(description="The provider new tasks go to first.")]
+    routes: Annotated[list[str], Field(description="The providers tried, in failover order.")]
     engine: Literal["preview", "ai"] | None
     description: str
 
 
-class KeyCreated(BaseModel):
-    key: str = Field(description="The key itself; shown this once, never again.")
+class KeyCreated(TypedDict):
+    key: Annotated[str, Field(description="The key itself; shown this once, never again.")]
     key_id: str
     account_id: str
     name: str
     balance: int
 
 
-class KeyInfo(BaseModel):
+class KeyInfo(TypedDict):
     key_id: str
     name: str
-    prefix: str = Field(description="The first characters of the key, to recognise it.")
+    prefix: Annotated[str, Field(description="The first characters of the key, to recognise it.")]
     account_id: str
     balance: int
-    created_at: str = Field(examples=["2025-06-14T05:21:11Z"])
+    created_at: Timestamp
     revoked_at: str | None
 
 
-class LedgerEntry(BaseModel):
-    kind: Literal["grant", "adjustment", "debit", "refund"]
+class LedgerEntry(TypedDict):
+    kind: LedgerKind
     amount: int
     balance_after: int
     task_id: str | None
     note: str | None
-    created_at: str = Field(examples=["2025-06-14T05:21:11Z"])
+    created_at: Timestamp
 
 
-class AccountLedger(BaseModel):
+class AccountLedger(TypedDict):
     account_id: str
     balance: int
-    ledger: list[LedgerEntry] = Field(description="The newest entries first.")
+    ledger: Annotated[list[LedgerEntry], Field(description="The newest entries first.")]
 
 
-class ProviderReport(BaseModel):
+class ProviderReport(TypedDict):
     name: str
     engine: Literal["preview", "ai"]
     routed_models: list[str]
-    ok: bool = Field(description="Reached, and the credentials were accepted.")
+    ok: Annotated[bool, Field(description="Reached, and the credentials were accepted.")]
     reachable: bool
     detail: str
-    balance: float | None = Field(description="The upstream balance, where it tells.")
+    balance: Annotated[float | None, Field(description="The upstream balance, where it tells.")]
     latency_ms: float | None
 
 
-class WebhookSecret(BaseModel):
-    secret: str = Field(examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+class WebhookSecret(TypedDict):
+    secret: Annotated[str, Field(examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])]
 
 
-class DeliveryAttempt(BaseModel):
-    at: str = Field(examples=["2025-06-14T05:21:11Z"])
-    status_code: int | None = Field(description="The receiver's answer; null when none came.")
+class DeliveryAttempt(TypedDict):
+    at: Timestamp
+    status_code: Annotated[
+        int | None, Field(description="The receiver's answer; null when none came.")
+    ]
     error: str | None
     duration_ms: int
 
 
-class WebhookDelivery(BaseModel):
-    id: str = Field(description="The webhook-id header of every attempt.")
+class WebhookDelivery(TypedDict):
+    id: Annotated[str, Field(description="The webhook-id header of every attempt.")]
     task_id: str
-    url: str = Field(description="The callback_url, without credentials or query string.")
-    status: Literal["pending", "delivered", "failed", "gone"]
+    url: Annotated[str, Field(description="The callback_url, without credentials or query string.")]
+    status: DeliveryStatus
     attempts: list[DeliveryAttempt]
     next_attempt_at: str | None
-    created_at: str = Field(examples=["2025-06-14T05:21:11Z"])
+    created_at: Timestamp
     delivered_at: str | None
 
 
-class TaskPage(BaseModel):
-    items: list[TaskStatus] = Field(description="Each as GET /api/status answers it.")
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+class TaskPage(TypedDict):
+    items: Annotated[list[StatusData], Field(description="Each as GET /api/status answers it.")]
+    next_cursor: Annotated[str | None, Field(description="Pass as ?cursor= for the next page.")]
 
 
-class GalleryItem(BaseModel):
+class GalleryItem(TypedDict):
     task_id: str
     model: str
     prompt: str | None
     resultUrls: list[str]
-    created_at: str = Field(examples=["2025-06-14T05:21:11Z"])
+    created_at: Timestamp
 
 
-class GalleryPage(BaseModel):
+class GalleryPage(TypedDict):
     items: list[GalleryItem]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+    next_cursor: Annotated[str | None, Field(description="Pass as ?cursor= for the next page.")]
 
 
-class Unpublished(BaseModel):
+class Unpublished(TypedDict):
     task_id: str
     public: Literal[False]
 
 
-class Cancelled(BaseModel):
+class Cancelled(TypedDict):
     task_id: str
-    status: Literal["FAILED"]
+    status: Literal[TaskStatus.FAILED]
     cancelled: Literal[True]
-    refunded: bool = Field(description="Whether the task's credits came back.")
+    refunded: Annotated[bool, Field(description="Whether the task's credits came back.")]
     consumed_credits: int
 
 
-class Health(BaseModel):
+class Health(TypedDict):
     status: Literal["ok"]

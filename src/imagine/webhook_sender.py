@@ -25,9 +25,11 @@ import aiohttp
 from imagine.clock import utc_now
 from imagine.netguard import CheckedResolver, RefusedAddress, known_refusal, target, url_problem
 from imagine.services.webhooks import secret_of
+from imagine.states import DeliveryStatus
 from imagine.store import webhooks as repo
 from imagine.store.db import Database
-from imagine.store.webhooks import DELIVERED, FAILED, GONE, PENDING, AttemptRow, DeliveryRow
+from imagine.store.wakeups import Due
+from imagine.store.webhooks import AttemptRow, DeliveryRow
 from imagine.webhooks import signed_headers
 
 logger = logging.getLogger("imagine.webhooks")
@@ -55,7 +57,7 @@ class WebhookSender:
         self._user_agent = user_agent
         self._poll_interval = poll_interval
         self._session: aiohttp.ClientSession | None = None
-        self._wake = asyncio.Event()
+        self._wake = db.wakeups.subscribe(Due.DELIVERY)
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -70,9 +72,6 @@ class WebhookSender:
             ),
         )
         self._loop_task = asyncio.create_task(self.run(), name="imagine-webhooks")
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def stop(self) -> None:
         self._stopping = True
@@ -131,13 +130,13 @@ class WebhookSender:
         status_code, error, final = await self._post(delivery)
         duration_ms = int((time.perf_counter() - started) * 1000)
         if status_code is not None and 200 <= status_code < 300:
-            status = DELIVERED
+            status = DeliveryStatus.DELIVERED
         elif status_code == 410:
-            status = GONE
+            status = DeliveryStatus.GONE
         elif final or delivery.attempts >= len(self._schedule):
-            status = FAILED
+            status = DeliveryStatus.FAILED
         else:
-            status = PENDING
+            status = DeliveryStatus.PENDING
         wait = self._schedule[min(delivery.attempts, len(self._schedule) - 1)]
         next_at = attempted_at + timedelta(seconds=wait * random.uniform(0.9, 1.1))
         attempt = AttemptRow(delivery.id, attempted_at, status_code, error, duration_ms)
@@ -146,7 +145,7 @@ class WebhookSender:
                 tx, delivery, self.id, attempt=attempt, status=status, next_attempt_at=next_at
             )
         )
-        if status != DELIVERED:
+        if status is not DeliveryStatus.DELIVERED:
             logger.info(
                 "webhook %s for task %s: %s (%s)",
                 delivery.id,

@@ -4,7 +4,7 @@ One step of a task is: submit it (storing the upstream id at once), or poll it, 
 either schedule the next look, store its results and finish it, or fail and refund it.
 A task past its deadline fails and is refunded. Leases make any number of workers, in
 any number of processes, safe: a task is advanced by whoever holds it, and a crashed
-worker's lease simply expires.
+worker's lease simply expires. Every write is a transition of services/tasks/lifecycle.py.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from imagine import catalog
 from imagine.clock import utc_now
@@ -36,30 +37,24 @@ from imagine.providers.base import (
     Succeeded,
 )
 from imagine.providers.registry import ProviderRouter, UnknownProvider
-from imagine.services.tasks import finish_failure, finish_success, source_task
+from imagine.services.tasks import lifecycle
+from imagine.services.tasks.lifecycle import Lease, Refused, Result
+from imagine.services.tasks.sources import source_task
+from imagine.states import TaskStatus
 from imagine.storage import LocalStorage
 from imagine.store import tasks as repo
 from imagine.store.db import Database, Tx
 from imagine.store.tasks import TaskRow
+from imagine.store.wakeups import Due
 
 logger = logging.getLogger("imagine.worker")
 
 STEP_TIMEOUT = 600.0
 """Seconds one provider call or one copy of results may take before it counts as failed."""
-TRIED = "_tried"
-"""provider_state key before submission: routes already tried, and the attempt count when
-the task moved to its current one."""
-MIRRORING = "_mirroring"
-"""provider_state key: result URLs known but not yet copied (a retry copies, not polls)."""
 
 
 def _storable_id(upstream_id: str) -> bool:
     return 0 < len(upstream_id) <= 200 and upstream_id.isprintable()
-
-
-def _past_deadline(task: TaskRow) -> str:
-    seconds = int((task.deadline_at - task.created_at).total_seconds())
-    return f"the task did not finish within {seconds} seconds"
 
 
 def retry_delay(attempt: int, retry_after: float | None = None, *, cap: float = 60.0) -> float:
@@ -83,14 +78,12 @@ class Worker:
         lease_seconds: float,
         refresh_timeout: float,
         refresh_interval: float,
-        on_finished: Callable[[], None] = lambda: None,
     ) -> None:
         self.id = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._db = db
         self._router = router
         self._storage = storage
         self._fetcher = fetcher
-        self._on_finished = on_finished
         self._failover_after = failover_after
         self._concurrency = concurrency
         self._poll_interval = poll_interval
@@ -100,7 +93,7 @@ class Worker:
         self._call_timeout = STEP_TIMEOUT
         self._refresh_timeout = refresh_timeout
         self._refresh_interval = timedelta(seconds=refresh_interval)
-        self._wake = asyncio.Event()
+        self._wake = db.wakeups.subscribe(Due.WORK)
         self._stopping = False
         self._running: set[asyncio.Task[None]] = set()
         self._refreshing: dict[str, asyncio.Task[TaskRow | None]] = {}
@@ -110,10 +103,6 @@ class Worker:
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self.run(), name="imagine-worker")
-
-    def wake(self) -> None:
-        """A task became due (just created): look now rather than at the next tick."""
-        self._wake.set()
 
     async def run(self) -> None:
         logger.info("worker %s started (concurrency %d)", self.id, self._concurrency)
@@ -161,7 +150,7 @@ class Worker:
     async def _claim(self, limit: int) -> list[TaskRow]:
         now = utc_now()
         return await self._db.write(
-            lambda tx: repo.claim_due(
+            lambda tx: lifecycle.claim_due(
                 tx, worker_id=self.id, now=now, lease_until=now + self._lease, limit=limit
             )
         )
@@ -190,7 +179,7 @@ class Worker:
     async def _refresh_once(self, task_id: str) -> TaskRow | None:
         now = utc_now()
         claimed = await self._db.write(
-            lambda tx: repo.claim_one(
+            lambda tx: lifecycle.claim_for_refresh(
                 tx,
                 task_id,
                 worker_id=self.id,
@@ -199,7 +188,7 @@ class Worker:
                 checked_before=now - self._refresh_interval,
             )
         )
-        if claimed is None:
+        if isinstance(claimed, Refused):
             return None
         await self._advance(claimed)
         return await self._db.read(lambda tx: repo.get_task(tx, task_id))
@@ -222,9 +211,10 @@ class Worker:
     async def _keep_lease(self, task: TaskRow) -> None:
         """Renew the lease of a step that runs long, so no other worker takes the task."""
         period = self._lease.total_seconds() / 3
+        lease = self._hold(task)
 
-        async def renew(tx: Tx) -> None:
-            await repo.update_leased(tx, task.id, self.id, lease_expires_at=utc_now() + self._lease)
+        async def renew(tx: Tx) -> Result:
+            return await lifecycle.renew_lease(tx, lease, until=utc_now() + self._lease)
 
         while True:
             await asyncio.sleep(period)
@@ -232,7 +222,7 @@ class Worker:
 
     async def _step(self, task: TaskRow) -> None:
         if utc_now() >= task.deadline_at:
-            await self._fail(task, _past_deadline(task))
+            await self._expire(task)
             return
         try:
             provider = self._router.get(task.provider)
@@ -247,10 +237,18 @@ class Worker:
             return
         job = await self._job(task)
         try:
-            outcome = await self._ask(task, provider, job)
+            outcome: Outcome | None = None
+            if task.upstream_id is None and not task.results_to_copy:
+                submitted = await self._submit(task, provider, job)
+                if submitted is None:
+                    return
+                # From here on the task is sent: an error is handled as a sent task's.
+                task, job, outcome = submitted
+            if outcome is None:
+                outcome = await self._poll(task, provider, job)
         except TimeoutError:
             if utc_now() >= task.deadline_at:
-                await self._fail(task, _past_deadline(task))
+                await self._expire(task)
                 return
             error = ProviderError(f"{provider.name} did not answer in time", retryable=True)
             await self._on_error(task, provider, job, error)
@@ -258,8 +256,7 @@ class Worker:
         except ProviderError as exc:
             await self._on_error(task, provider, job, exc)
             return
-        if outcome is not None:
-            await self._settle(task, provider, job, outcome)
+        await self._settle(task, provider, job, outcome)
 
     def _budget(self, task: TaskRow) -> float:
         """Seconds the next call of this step may take: never past the task's deadline,
@@ -267,47 +264,59 @@ class Worker:
         left = (task.deadline_at - utc_now()).total_seconds()
         return max(0.0, min(self._call_timeout, left))
 
-    async def _ask(self, task: TaskRow, provider: Provider, job: Job) -> Outcome | None:
-        """Submit the task or poll it; None when this step has nothing more to do."""
-        mirroring = (task.provider_state or {}).get(MIRRORING)
-        if mirroring:
-            # The results are known; only copying them failed last time. Don't ask again.
-            return Succeeded([Remote(str(url)) for url in mirroring])
-        if task.upstream_id is None:
-            now = utc_now()
-            async with asyncio.timeout(self._budget(task)):
-                submitted = await provider.submit(job)
-            if not _storable_id(submitted.upstream_id):
-                # Storing it would fail, and a retry would submit (and pay) again.
-                raise ProviderError(
-                    f"{provider.name} answered with a task id this server can't keep",
-                    retryable=False,
-                )
-            # Nothing more to do in this step: the same write hands the lease back.
-            done = submitted.outcome is None and submitted.poll_after > 0
-            stored = await self._update(
-                task,
-                upstream_id=submitted.upstream_id,
-                provider_state=submitted.state,
-                checked_at=now,
-                attempts=0,
-                **self._schedule(task, submitted.poll_after, keep_lease=not done),
+    async def _submit(
+        self, task: TaskRow, provider: Provider, job: Job
+    ) -> tuple[TaskRow, Job, Outcome | None] | None:
+        """Send the task upstream and keep its upstream id at once. None when this step
+        has nothing more to do; else the task as sent, and the outcome if the provider
+        answered with one already."""
+        now = utc_now()
+        async with asyncio.timeout(self._budget(task)):
+            submitted = await provider.submit(job)
+        if not _storable_id(submitted.upstream_id):
+            # Storing it would fail, and a retry would submit (and pay) again.
+            raise ProviderError(
+                f"{provider.name} answered with a task id this server can't keep",
+                retryable=False,
             )
-            if not stored or done:
-                return None
-            task.upstream_id = submitted.upstream_id
-            task.provider_state = submitted.state
-            task.attempts = 0
-            if submitted.outcome is not None:
-                return submitted.outcome
-            job = replace(job, upstream_id=submitted.upstream_id, state=submitted.state)
+        # Nothing more to do in this step: the same write hands the lease back.
+        done = submitted.outcome is None and submitted.poll_after > 0
+        upstream_id = submitted.upstream_id
+        stored = await self._write(
+            lambda tx: lifecycle.record_submission(
+                tx,
+                self._hold(task),
+                upstream_id=upstream_id,
+                provider_state=submitted.state,
+                next_check_at=self._next_check(task, submitted.poll_after),
+                keep_lease=not done,
+                now=now,
+            )
+        )
+        if not stored or done:
+            return None
+        sent = replace(task, upstream_id=upstream_id, provider_state=submitted.state, attempts=0)
+        job = replace(job, upstream_id=upstream_id, state=submitted.state)
+        return sent, job, submitted.outcome
+
+    async def _poll(self, task: TaskRow, provider: Provider, job: Job) -> Outcome:
+        if task.results_to_copy:
+            # The results are known; only copying them failed last time. Don't ask again.
+            return Succeeded([Remote(url) for url in task.results_to_copy])
         async with asyncio.timeout(self._budget(task)):
             return await provider.poll(job)
 
     async def _settle(self, task: TaskRow, provider: Provider, job: Job, outcome: Outcome) -> None:
         if isinstance(outcome, Pending):
-            await self._update(
-                task, checked_at=utc_now(), attempts=0, **self._schedule(task, outcome.poll_after)
+            next_check_at = self._next_check(task, outcome.poll_after)
+            await self._write(
+                lambda tx: lifecycle.schedule_next_check(
+                    tx,
+                    self._hold(task),
+                    next_check_at=next_check_at,
+                    callback_read=task.upstream_callback is not None,
+                    now=utc_now(),
+                )
             )
         elif isinstance(outcome, Succeeded):
             try:
@@ -315,7 +324,7 @@ class Worker:
                     artifacts = await self._mirror(task, provider, outcome.results)
             except (ProviderError, TimeoutError) as exc:
                 if isinstance(exc, TimeoutError) and utc_now() >= task.deadline_at:
-                    await self._fail(task, _past_deadline(task))
+                    await self._expire(task)
                     return
                 error = (
                     exc
@@ -326,15 +335,15 @@ class Worker:
                     await self._fail(task, error.message)
                     return
                 remote = [result.url for result in outcome.results if isinstance(result, Remote)]
-                state = {**(task.provider_state or {})}
-                if len(remote) == len(outcome.results):
-                    state[MIRRORING] = remote
-                await self._retry_later(task, error, provider_state=state)
+                known = remote if len(remote) == len(outcome.results) else task.results_to_copy
+                await self._retry_later(task, error, results_to_copy=known)
                 return
             urls = await self._storage.save(task.id, artifacts)
-            if await finish_success(self._db, task, self.id, urls):
-                self._on_finished()
-                TASKS_FINISHED.labels(task.provider, "SUCCESS").inc()
+            now = utc_now()
+            if await self._write(
+                lambda tx: lifecycle.succeed(tx, self._hold(task), task, result_urls=urls, now=now)
+            ):
+                TASKS_FINISHED.labels(task.provider, TaskStatus.SUCCESS).inc()
                 logger.info("task %s: SUCCESS", task.id)
         elif isinstance(outcome, Failed):
             await self._fail(task, outcome.message)
@@ -380,7 +389,16 @@ class Worker:
             await self._fail(task, error.message)
             return
         if error.deferred:
-            await self._update(task, **self._schedule(task, error.retry_after or 1.0))
+            next_check_at = self._next_check(task, error.retry_after or 1.0)
+            await self._write(
+                lambda tx: lifecycle.defer(
+                    tx,
+                    self._hold(task),
+                    next_check_at=next_check_at,
+                    callback_read=task.upstream_callback is not None,
+                    now=utc_now(),
+                )
+            )
             return
         attempts = task.attempts + 1
         if error.max_attempts is not None and attempts >= error.max_attempts:
@@ -389,8 +407,7 @@ class Worker:
         # Only a task the upstream doesn't have yet can move; a submitted one is polled
         # where it runs (moving it would pay for it twice).
         if task.upstream_id is None:
-            state = task.provider_state or {}
-            tried = dict(state.get(TRIED) or {})
+            tried = dict(task.routes_tried or {})
             on_this_route = attempts - int(tried.get(task.provider, 0))
             if error.failover or on_this_route >= self._failover_after:
                 successor = self._router.failover(task.model, task.provider, job.input, job.source)
@@ -424,12 +441,18 @@ class Worker:
             successor.name,
             delay,
         )
-        await self._update(
-            task,
-            provider=successor.name,
-            attempts=attempts,
-            provider_state={TRIED: tried},
-            **self._schedule(task, delay),
+        next_check_at = self._next_check(task, delay)
+        await self._write(
+            lambda tx: lifecycle.fail_over(
+                tx,
+                self._hold(task),
+                provider=successor.name,
+                attempts=attempts,
+                routes_tried=tried,
+                next_check_at=next_check_at,
+                callback_read=task.upstream_callback is not None,
+                now=utc_now(),
+            )
         )
 
     async def _job(self, task: TaskRow) -> Job:
@@ -451,44 +474,64 @@ class Worker:
             callback_token=task.callback_token or "",
         )
 
-    def _schedule(
-        self, task: TaskRow, after: float, *, keep_lease: bool = False
-    ) -> dict[str, object]:
-        # Never sleep past the deadline: the task must be looked at when it expires.
-        when = min(utc_now() + timedelta(seconds=max(0.0, after)), task.deadline_at)
-        values: dict[str, object] = {"next_check_at": when, "updated_at": utc_now()}
-        if not keep_lease:
-            values.update(lease_owner=None, lease_expires_at=None)
-        return values
+    def _hold(self, task: TaskRow) -> Lease:
+        return Lease(task.id, self.id)
 
-    async def _update(self, task: TaskRow, **values: object) -> bool:
-        if task.upstream_callback is not None and "upstream_id" not in values:
-            # This step has read the callback; left in place it would keep the task due
-            # now, and every retry would skip its backoff.
-            values["upstream_callback"] = None
-        stored = await self._db.write(lambda tx: repo.update_leased(tx, task.id, self.id, **values))
-        if not stored:
-            logger.warning("task %s: lease lost or task already ended; step dropped", task.id)
-        return stored
+    def _next_check(self, task: TaskRow, after: float) -> datetime:
+        # Never sleep past the deadline: the task must be looked at when it expires.
+        return min(utc_now() + timedelta(seconds=max(0.0, after)), task.deadline_at)
+
+    async def _write(self, transition: Callable[[Tx], Coroutine[Any, Any, Result]]) -> bool:
+        """Run one lifecycle transition; False (logged) when the task was not this
+        worker's to move any more: its lease was taken over, or it ended meanwhile."""
+        result = await self._db.write(transition)
+        if isinstance(result, Refused):
+            logger.warning(
+                "task %s: %s refused (it needs %s); step dropped",
+                result.task_id,
+                result.transition,
+                result.needs,
+            )
+            return False
+        return True
 
     async def _release(self, task: TaskRow) -> None:
-        await self._db.write(
-            lambda tx: repo.update_leased(
-                tx, task.id, self.id, lease_owner=None, lease_expires_at=None
-            )
-        )
+        await self._db.write(lambda tx: lifecycle.release(tx, self._hold(task)))
 
     async def _retry_later(
-        self, task: TaskRow, error: ProviderError | None, **values: object
+        self,
+        task: TaskRow,
+        error: ProviderError | None,
+        *,
+        results_to_copy: list[str] | None = None,
     ) -> None:
         attempts = task.attempts + 1
         delay = retry_delay(attempts, error.retry_after if error else None)
         if error is not None:
             logger.warning("task %s: %s; retrying in %.1fs", task.id, error.message, delay)
-        await self._update(task, attempts=attempts, **values, **self._schedule(task, delay))
+        next_check_at = self._next_check(task, delay)
+        await self._write(
+            lambda tx: lifecycle.retry_later(
+                tx,
+                self._hold(task),
+                attempts=attempts,
+                next_check_at=next_check_at,
+                results_to_copy=results_to_copy or task.results_to_copy,
+                callback_read=task.upstream_callback is not None,
+                now=utc_now(),
+            )
+        )
 
     async def _fail(self, task: TaskRow, message: str) -> None:
-        if await finish_failure(self._db, task, self.id, message):
-            self._on_finished()
-            TASKS_FINISHED.labels(task.provider, "FAILED").inc()
+        now = utc_now()
+        if await self._write(
+            lambda tx: lifecycle.fail(tx, self._hold(task), task, message=message, now=now)
+        ):
+            TASKS_FINISHED.labels(task.provider, TaskStatus.FAILED).inc()
             logger.info("task %s: FAILED and refunded: %s", task.id, message)
+
+    async def _expire(self, task: TaskRow) -> None:
+        now = utc_now()
+        if await self._write(lambda tx: lifecycle.expire(tx, self._hold(task), task, now=now)):
+            TASKS_FINISHED.labels(task.provider, TaskStatus.FAILED).inc()
+            logger.info("task %s: FAILED and refunded: past its deadline", task.id)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import TypeAdapter
 from starlette.responses import Response
 
 from imagine import __version__
@@ -146,7 +147,8 @@ def _document_manual_bodies(app: FastAPI, models: list[type[Any]]) -> None:
             schema["paths"]["/files/{task_id}/{name}"] = {"get": _files_operation()}
             components = schema["components"].setdefault("schemas", {})
             components.setdefault(
-                ErrorEnvelope.__name__, ErrorEnvelope.model_json_schema(mode="serialization")
+                ErrorEnvelope.__name__,
+                TypeAdapter(ErrorEnvelope).json_schema(mode="serialization"),
             )
             for model in models:
                 found = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -25,6 +25,4 @@ async def upstream_callback(
         headers=request.headers,
         body=await request.body(),
     )
-    if stored:
-        runtime.worker.wake()
     return ok({"task_id": task_id, "accepted": stored})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -14,6 +13,7 @@ from imagine.api.deps import BEARER, RuntimeDep, authenticated, query_parameter,
 from imagine.api.envelope import BAD_PATH, EDGE_ERRORS, error_responses, ok
 from imagine.schemas import Envelope, GalleryPage, TaskPage, Unpublished
 from imagine.services import listing
+from imagine.store.db import Database
 
 router = APIRouter(responses=error_responses(*EDGE_ERRORS, 503))
 _invalid = error_responses(
@@ -96,7 +96,7 @@ async def gallery_html(request: Request, runtime: RuntimeDep) -> HTMLResponse:
     return HTMLResponse(_render(page, model))
 
 
-async def _gallery_page(request: Request, db: Any) -> dict[str, Any]:
+async def _gallery_page(request: Request, db: Database) -> GalleryPage:
     return await listing.gallery_page(
         db,
         model=query_value(request, "model"),
@@ -118,7 +118,7 @@ figcaption{padding:8px 10px;font-size:.85rem;color:#bbb}
 """
 
 
-def _render(page: dict[str, Any], model: str | None) -> str:
+def _render(page: GalleryPage, model: str | None) -> str:
     cards = []
     for item in page["items"]:
         media = []

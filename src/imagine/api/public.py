@@ -29,13 +29,12 @@ from imagine.schemas import (
     ErrorEnvelope,
     GenerateRequest,
     ModelInfo,
+    StatusData,
     StatusRequest,
     TaskCreated,
-    TaskStatus,
 )
 from imagine.services.keys import balance_of, presented_key_hash
 from imagine.services.ratelimit import GENERATE, STATUS, Decision
-from imagine.services.tasks import cancel_task, status_data
 
 router = APIRouter(prefix="/api", tags=["generation"], responses=error_responses(*EDGE_ERRORS))
 logger = logging.getLogger("imagine.api")
@@ -107,7 +106,7 @@ _generate_headers: list[dict[str, Any]] = [
 
 @router.post(
     "/generate",
-    response_model=Envelope[TaskCreated],
+    response_model=Envelope[TaskCreated | StatusData],
     responses={
         **_errors,
         402: {"model": ErrorEnvelope, "description": "Not enough credits"},
@@ -144,7 +143,7 @@ async def generate(request: Request) -> Response:
     assert body is not None
     wait = _preferred_wait(header_value(request, b"prefer"))
     created = await runtime.tasks.create(caller, body, idempotency_key)
-    answer: dict[str, Any] = {"task_id": created.task_id, "status": created.status}
+    answer: TaskCreated | StatusData = {"task_id": created.task_id, "status": created.status}
     if wait is not None:
         try:
             answer = await runtime.tasks.wait_for(caller, created.task_id, wait) or answer
@@ -200,7 +199,7 @@ _task_id_query = query_parameter("task_id", "ID returned by /api/generate.")
 
 @router.get(
     "/status",
-    response_model=Envelope[TaskStatus],
+    response_model=Envelope[StatusData],
     responses={**_errors, **_limited},
     openapi_extra={"parameters": [{**_task_id_query, "required": True}], **BEARER},
     summary="Task status",
@@ -224,7 +223,7 @@ async def status_get(request: Request) -> Response:
 
 @router.post(
     "/status",
-    response_model=Envelope[TaskStatus],
+    response_model=Envelope[StatusData],
     responses={**_errors, **_limited},
     openapi_extra={**openapi_body(StatusRequest), "parameters": [_task_id_query], **BEARER},
     summary="Task status (JSON body)",
@@ -239,7 +238,7 @@ async def status_post(request: Request) -> Response:
     task_id = body.task_id if body is not None else _task_id(query_value(request, "task_id"))
     if task_id is None:
         raise InvalidInput('task_id: required; send {"task_id": "<id>"}')
-    return _with_limit(ok(status_data(await runtime.tasks.status(caller, task_id))), limited)
+    return _with_limit(ok(await runtime.tasks.status_data(caller, task_id)), limited)
 
 
 def _with_limit(response: Response, decision: Decision | None) -> Response:
@@ -273,7 +272,7 @@ async def credits(request: Request) -> Response:
 @router.get("/models", response_model=Envelope[list[ModelInfo]], tags=["models"])
 async def models(runtime: RuntimeDep) -> Response:
     """Every model: its price, its inputs, and the providers that serve it in order."""
-    listed = []
+    listed: list[ModelInfo] = []
     for spec in catalog.MODELS.values():
         routes = runtime.router.routes(spec.name)
         first = runtime.router.get(routes[0]) if routes else None
@@ -312,6 +311,4 @@ async def cancel(request: Request) -> Response:
     task_id = body.task_id if body is not None else _task_id(query_value(request, "task_id"))
     if task_id is None:
         raise InvalidInput('task_id: required; send {"task_id": "<id>"}')
-    result = await cancel_task(runtime.db, runtime.router, caller, task_id)
-    runtime.webhooks.wake()
-    return ok(result)
+    return ok(await runtime.tasks.cancel(caller, task_id))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from imagine.errors import InsufficientCredits, InvalidInput, NotFound
+from imagine.errors import AccountNotFound, InsufficientCredits, InvalidInput
+from imagine.states import LedgerKind
 from imagine.store import accounts as repo
 from imagine.store.db import Tx
 
@@ -22,7 +23,7 @@ async def debit_task(
     await repo.insert_ledger(
         tx,
         account_id=account_id,
-        kind="debit",
+        kind=LedgerKind.DEBIT,
         amount=-amount,
         balance_after=balance,
         task_id=task_id,
@@ -34,12 +35,12 @@ async def debit_task(
 async def refund_task(tx: Tx, *, account_id: str, task_id: str, amount: int, now: datetime) -> int:
     balance = await repo.change_balance(tx, account_id=account_id, delta=amount, now=now)
     if balance is None:
-        raise NotFound(f"account {account_id} not found")
+        raise AccountNotFound(account_id)
     # The (task_id, kind) unique constraint makes a second refund fail the transaction.
     await repo.insert_ledger(
         tx,
         account_id=account_id,
-        kind="refund",
+        kind=LedgerKind.REFUND,
         amount=amount,
         balance_after=balance,
         task_id=task_id,
@@ -53,7 +54,7 @@ async def grant(tx: Tx, *, account_id: str, amount: int, note: str | None, now: 
     if amount == 0:
         raise InvalidInput("amount: must not be zero")
     if not await repo.account_exists(tx, account_id):
-        raise NotFound(f"account {account_id} not found")
+        raise AccountNotFound(account_id)
     balance = await repo.change_balance(tx, account_id=account_id, delta=amount, now=now)
     if balance is None:
         current = await repo.get_balance(tx, account_id) or 0
@@ -61,7 +62,7 @@ async def grant(tx: Tx, *, account_id: str, amount: int, note: str | None, now: 
     await repo.insert_ledger(
         tx,
         account_id=account_id,
-        kind="grant" if amount > 0 else "adjustment",
+        kind=LedgerKind.GRANT if amount > 0 else LedgerKind.ADJUSTMENT,
         amount=amount,
         balance_after=balance,
         note=note,

@@ -17,9 +17,11 @@ from imagine.errors import BadRequest, NotFound, Unauthorized
 from imagine.metrics import CALLBACKS
 from imagine.providers.base import CallbackReceiver, CallbackRejected
 from imagine.providers.registry import ProviderRouter, UnknownProvider
+from imagine.services.tasks import lifecycle
+from imagine.services.tasks.lifecycle import Applied
+from imagine.states import TaskStatus
 from imagine.store import tasks as repo
 from imagine.store.db import Database
-from imagine.store.tasks import IN_PROGRESS
 
 
 async def receive_callback(
@@ -47,7 +49,7 @@ async def receive_callback(
         raise unknown from None
     if not isinstance(provider, CallbackReceiver):
         raise unknown
-    if task.status != IN_PROGRESS:
+    if task.status is not TaskStatus.IN_PROGRESS:
         CALLBACKS.labels(provider_name, "late").inc()
         return False
     try:
@@ -55,6 +57,10 @@ async def receive_callback(
     except CallbackRejected as exc:
         CALLBACKS.labels(provider_name, "rejected").inc()
         raise (Unauthorized if exc.status == 401 else BadRequest)(exc.message) from None
-    stored = await db.write(lambda tx: repo.store_callback(tx, task_id, payload, utc_now()))
+    now = utc_now()
+    result = await db.write(
+        lambda tx: lifecycle.store_callback(tx, task_id, payload=payload, now=now)
+    )
+    stored = isinstance(result, Applied)
     CALLBACKS.labels(provider_name, "stored" if stored else "late").inc()
     return stored

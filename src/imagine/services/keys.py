@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from imagine.clock import iso_z, utc_now
-from imagine.errors import InvalidInput, NotFound, Unauthorized
+from imagine.errors import AccountNotFound, InvalidInput, InvalidKey, NotFound, Unauthorized
 from imagine.ids import (
     KEY_PREFIX,
     hash_api_key,
@@ -15,6 +14,7 @@ from imagine.ids import (
     new_api_key,
     new_key_id,
 )
+from imagine.schemas import AccountLedger, KeyInfo
 from imagine.services import billing
 from imagine.store import accounts as repo
 from imagine.store.accounts import KeyRow, LedgerRow
@@ -60,8 +60,8 @@ def presented_key_hash(authorization: str | None) -> str:
     return hash_api_key(token)
 
 
-def invalid_key() -> Unauthorized:
-    return Unauthorized("invalid API key: it is unknown or was revoked")
+def invalid_key() -> InvalidKey:
+    return InvalidKey()
 
 
 async def authenticate(db: Database, authorization: str | None) -> Caller:
@@ -69,7 +69,7 @@ async def authenticate(db: Database, authorization: str | None) -> Caller:
     found = await db.read(lambda tx: repo.find_active_key(tx, key_hash), snapshot=False)
     if found is None:
         raise invalid_key()
-    return Caller(key_id=found[0], account_id=found[1])
+    return Caller(key_id=found.key_id, account_id=found.account_id)
 
 
 async def create_key(
@@ -90,7 +90,7 @@ async def create_key(
         if account_id is None:
             await repo.insert_account(tx, account_id=target, name=name, now=now)
         elif not await repo.account_exists(tx, target):
-            raise NotFound(f"account {target} not found")
+            raise AccountNotFound(target)
         await repo.insert_key(
             tx,
             key_id=key_id,
@@ -146,7 +146,7 @@ async def resolve_account(db: Database, ref: str) -> str:
     if ref.startswith("acc_"):
         if await db.read(lambda tx: repo.account_exists(tx, ref)):
             return ref
-        raise NotFound(f"account {ref} not found; `imagine keys list` shows the accounts")
+        raise AccountNotFound(ref, "; `imagine keys list` shows the accounts")
     return (await find_key(db, ref)).account_id
 
 
@@ -173,7 +173,7 @@ async def balance_of(db: Database, account_id: str) -> int:
     return await db.read(lambda tx: repo.get_balance(tx, account_id)) or 0
 
 
-def key_view(key: KeyRow) -> dict[str, Any]:
+def key_view(key: KeyRow) -> KeyInfo:
     """A key as the CLI and the admin API show it: never the secret."""
     return {
         "key_id": key.id,
@@ -186,7 +186,7 @@ def key_view(key: KeyRow) -> dict[str, Any]:
     }
 
 
-def credits_view(found: AccountCredits) -> dict[str, Any]:
+def credits_view(found: AccountCredits) -> AccountLedger:
     return {
         "account_id": found.account_id,
         "balance": found.balance,

@@ -11,19 +11,21 @@ import base64
 import binascii
 import re
 from datetime import UTC, datetime
-from typing import Any
 
 from imagine import catalog
 from imagine.clock import iso_z
-from imagine.errors import InvalidInput, NotFound
-from imagine.services.tasks import status_data
+from imagine.errors import InvalidInput, TaskNotFound
+from imagine.schemas import GalleryPage, TaskPage
+from imagine.services.tasks import lifecycle
+from imagine.services.tasks.payloads import status_data
+from imagine.states import TaskStatus
 from imagine.store import tasks as repo
 from imagine.store.db import Database
-from imagine.store.tasks import FAILED, IN_PROGRESS, SUCCESS, TaskView
+from imagine.store.tasks import TaskView
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-STATUSES = (IN_PROGRESS, SUCCESS, FAILED)
+STATUSES = tuple(TaskStatus)
 _TASK_ID = re.compile(r"^t[0-9a-f]{1,40}$")
 """The shape of the task ids this server gives out (ids.new_task_id)."""
 
@@ -82,13 +84,14 @@ async def history_page(
     model: str | None,
     cursor: str | None,
     limit: int,
-) -> dict[str, Any]:
+) -> TaskPage:
     if status is not None and status not in STATUSES:
         raise InvalidInput("status: use one of " + ", ".join(STATUSES))
+    wanted = None if status is None else TaskStatus(status)
     before = decode_cursor(cursor)
     rows = await db.read(
         lambda tx: repo.history(
-            tx, account_id, status=status, model=check_model(model), before=before, limit=limit + 1
+            tx, account_id, status=wanted, model=check_model(model), before=before, limit=limit + 1
         )
     )
     shown = rows[:limit]
@@ -102,7 +105,7 @@ async def history_page(
 
 async def gallery_page(
     db: Database, *, model: str | None, cursor: str | None, limit: int
-) -> dict[str, Any]:
+) -> GalleryPage:
     """Public, finished tasks: what they show, nothing about who made them."""
     before = decode_cursor(cursor)
     rows = await db.read(
@@ -112,20 +115,20 @@ async def gallery_page(
     return {
         "items": [
             {
-                "task_id": row["id"],
-                "model": row["model"],
-                "prompt": (row["request"].get("input") or {}).get("prompt"),
-                "resultUrls": row["result_urls"] or [],
-                "created_at": iso_z(row["created_at"]),
+                "task_id": row.id,
+                "model": row.model,
+                "prompt": (row.request.get("input") or {}).get("prompt"),
+                "resultUrls": row.result_urls or [],
+                "created_at": iso_z(row.created_at),
             }
             for row in shown
         ],
         "next_cursor": (
-            encode_cursor(shown[-1]["created_at"], shown[-1]["id"]) if len(rows) > limit else None
+            encode_cursor(shown[-1].created_at, shown[-1].id) if len(rows) > limit else None
         ),
     }
 
 
 async def unpublish(db: Database, account_id: str, task_id: str) -> None:
-    if not await db.write(lambda tx: repo.unpublish(tx, task_id, account_id)):
-        raise NotFound(f"task {task_id} not found")
+    if not await db.write(lambda tx: lifecycle.unpublish(tx, task_id, account_id)):
+        raise TaskNotFound(task_id)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from imagine import catalog
 from imagine.providers.registry import ProviderRouter
+from imagine.schemas import ProviderReport
 
 
-async def provider_report(router: ProviderRouter) -> list[dict[str, Any]]:
+async def provider_report(router: ProviderRouter) -> list[ProviderReport]:
     """Each configured provider, checked now (concurrently), with the models routed to it."""
     health = await router.check()
-    report = []
+    report: list[ProviderReport] = []
     for provider in router.providers():
         found = health[provider.name]
         routed = [model for model in catalog.MODELS if provider.name in router.routes(model)]

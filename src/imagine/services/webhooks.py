@@ -4,44 +4,49 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
-from typing import Any
 
 import orjson
 
 from imagine.clock import iso_z
-from imagine.errors import NotFound
+from imagine.errors import TaskNotFound
 from imagine.netguard import url_without_secrets
+from imagine.schemas import StatusData, WebhookDelivery
+from imagine.states import DeliveryStatus
 from imagine.store import tasks as tasks_repo
 from imagine.store import webhooks as repo
 from imagine.store.db import Database, Tx
-from imagine.store.webhooks import PENDING
+from imagine.store.wakeups import Due
+from imagine.store.webhooks import DeliveryRow
 from imagine.webhooks import new_secret
 
 LISTED = 50
 
 
 async def enqueue(
-    tx: Tx, *, task_id: str, account_id: str, url: str, data: dict[str, Any], now: datetime
+    tx: Tx, *, task_id: str, account_id: str, url: str, data: StatusData, now: datetime
 ) -> None:
     """Queue the delivery of a task's final status; called in the transaction that ends the
     task, so the two are stored together or not at all."""
     body = orjson.dumps({"code": 200, "message": "success", "data": data}).decode()
     await repo.insert_delivery(
         tx,
-        id="msg_" + secrets.token_hex(16),
-        task_id=task_id,
-        account_id=account_id,
-        url=url,
-        payload=body,
-        status=PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        lease_owner=None,
-        lease_expires_at=None,
-        created_at=now,
-        updated_at=now,
-        delivered_at=None,
+        DeliveryRow(
+            id="msg_" + secrets.token_hex(16),
+            task_id=task_id,
+            account_id=account_id,
+            url=url,
+            payload=body,
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            created_at=now,
+            updated_at=now,
+            delivered_at=None,
+        ),
     )
+    tx.announce(Due.DELIVERY)
 
 
 async def secret_of(db: Database, account_id: str) -> str:
@@ -67,13 +72,13 @@ async def rotate_secret(db: Database, account_id: str) -> str:
 
 async def deliveries_view(
     db: Database, account_id: str, task_id: str | None
-) -> list[dict[str, Any]]:
+) -> list[WebhookDelivery]:
     """The newest deliveries, each with its attempts; with `task_id`, only that task's
     (404 when the account has no such task)."""
     if task_id is not None:
         found = await db.read(lambda tx: tasks_repo.get_view(tx, task_id, account_id))
         if found is None:
-            raise NotFound(f"task {task_id} not found")
+            raise TaskNotFound(task_id)
     listed = await db.read(
         lambda tx: repo.list_deliveries(tx, account_id, task_id=task_id, limit=LISTED)
     )
@@ -93,7 +98,9 @@ async def deliveries_view(
                 for attempt in attempts
             ],
             "next_attempt_at": (
-                iso_z(delivery.next_attempt_at) if delivery.status == PENDING else None
+                iso_z(delivery.next_attempt_at)
+                if delivery.status is DeliveryStatus.PENDING
+                else None
             ),
             "created_at": iso_z(delivery.created_at),
             "delivered_at": iso_z(delivery.delivered_at) if delivery.delivered_at else None,

@@ -1,1 +1,2 @@
-"""Persistence: tables, the database handle and the repositories. The only place with SQL."""
+"""Persistence: tables, the database handle, reads, and the writes of every table but
+the tasks table (whose writes are the transitions of services/tasks/lifecycle.py)."""

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, func, insert, select, update
 
+from imagine.states import LedgerKind
 from imagine.store.db import Tx
 from imagine.store.query import Query
 from imagine.store.schema import accounts, api_keys, ledger
@@ -26,7 +27,7 @@ class KeyRow:
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
     id: int
-    kind: str
+    kind: LedgerKind
     amount: int
     balance_after: int
     task_id: str | None
@@ -147,7 +148,7 @@ async def insert_ledger(
     tx: Tx,
     *,
     account_id: str,
-    kind: str,
+    kind: LedgerKind,
     amount: int,
     balance_after: int,
     now: datetime,
@@ -189,10 +190,16 @@ async def insert_key(
     )
 
 
-async def find_active_key(tx: Tx, key_hash: str) -> tuple[str, str] | None:
-    """(key id, account id) of an unrevoked key with this hash: the hot path of every call."""
+@dataclass(frozen=True, slots=True)
+class ActiveKey:
+    key_id: str
+    account_id: str
+
+
+async def find_active_key(tx: Tx, key_hash: str) -> ActiveKey | None:
+    """The unrevoked key with this hash: the hot path of every call."""
     row = await tx.one(_active_key, {"key_hash": key_hash})
-    return None if row is None else (row["id"], row["account_id"])
+    return None if row is None else ActiveKey(row["id"], row["account_id"])
 
 
 async def get_key(tx: Tx, key_id: str) -> KeyRow | None:

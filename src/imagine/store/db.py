@@ -13,6 +13,9 @@ callers are answered only after the COMMIT. The connection never waits on a lock
 by another process (busy_timeout is 0): a busy database is retried with backoff
 without blocking the loop, and after `busy_wait` seconds the job fails with
 DatabaseBusy. Jobs must not await anything but `tx`; the runner enforces it.
+
+A job may `tx.announce(Due.X)`: once its transaction has committed, `Database.wakeups`
+tells this process's waiters (store/wakeups.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from imagine.store.query import Query, Row
+from imagine.store.wakeups import Due, Wakeups
 
 T = TypeVar("T")
 logger = logging.getLogger("imagine.store")
@@ -47,6 +51,10 @@ class Tx(Protocol):
         """Execute; return the number of rows it changed."""
         ...
 
+    def announce(self, due: Due) -> None:
+        """Wake whoever waits for `due` once this transaction has committed."""
+        ...
+
 
 Job = Callable[[Tx], Coroutine[Any, Any, T]]
 
@@ -54,6 +62,7 @@ Job = Callable[[Tx], Coroutine[Any, Any, T]]
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, busy_wait: float = 30.0) -> None:
         self.url = make_url(url)
+        self.wakeups = Wakeups()
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite:
             # Used for migrations only; jobs run on `_SqliteRunner`.
@@ -62,7 +71,7 @@ class Database:
             )
             _migrations_take_the_write_lock(self.engine)
             self._sqlite: _SqliteRunner | None = _SqliteRunner(
-                self.url.database or ":memory:", busy_wait=busy_wait
+                self.url.database or ":memory:", busy_wait=busy_wait, wakeups=self.wakeups
             )
         else:
             self.engine = create_async_engine(
@@ -83,7 +92,11 @@ class Database:
         if self._sqlite is not None:
             return await self._sqlite.write(job)
         async with self.engine.begin() as conn:
-            return await job(_SaTx(conn))
+            tx = _SaTx(conn)
+            result = await job(tx)
+        for due in set(tx.announced):
+            self.wakeups.notify(due)
+        return result
 
     async def dispose(self) -> None:
         if self._sqlite is not None:
@@ -91,10 +104,23 @@ class Database:
         await self.engine.dispose()
 
 
-class _SaTx:
+class _Announcing:
+    """What a transaction announced, told once it has committed."""
+
+    __slots__ = ("announced",)
+
+    def __init__(self) -> None:
+        self.announced: list[Due] = []
+
+    def announce(self, due: Due) -> None:
+        self.announced.append(due)
+
+
+class _SaTx(_Announcing):
     __slots__ = ("_conn",)
 
     def __init__(self, conn: AsyncConnection) -> None:
+        super().__init__()
         self._conn = conn
 
     async def one(self, query: Query, params: dict[str, Any] | None = None) -> Row | None:
@@ -110,10 +136,11 @@ class _SaTx:
         return int(result.rowcount)
 
 
-class _SqliteTx:
+class _SqliteTx(_Announcing):
     __slots__ = ("_conn",)
 
     def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
         self._conn = conn
 
     async def one(self, query: Query, params: dict[str, Any] | None = None) -> Row | None:
@@ -164,8 +191,9 @@ class _Pending:
 
 
 class _SqliteRunner:
-    def __init__(self, path: str, *, busy_wait: float) -> None:
+    def __init__(self, path: str, *, busy_wait: float, wakeups: Wakeups) -> None:
         self._path = path
+        self._wakeups = wakeups
         self._busy_wait = busy_wait
         self._conn: sqlite3.Connection | None = None
         self._queue: list[_Pending] = []
@@ -241,11 +269,13 @@ class _SqliteRunner:
         self._busy_since = None
         self._busy_delay = 0.001
         outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        announced: set[Due] = set()
         try:
             for item in batch:
                 conn.execute("SAVEPOINT job")
+                tx = _SqliteTx(conn)
                 try:
-                    result = _finish(item.job(_SqliteTx(conn)))
+                    result = _finish(item.job(tx))
                 except Exception as exc:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
@@ -253,6 +283,7 @@ class _SqliteRunner:
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((item, result, None))
+                    announced.update(tx.announced)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -262,6 +293,8 @@ class _SqliteRunner:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        for due in announced:
+            self._wakeups.notify(due)
         for item, result, error in outcomes:
             if item.future.done():
                 continue

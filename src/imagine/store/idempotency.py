@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, insert, select
 
+from imagine.states import TaskStatus
 from imagine.store.db import Tx
 from imagine.store.query import Query
 from imagine.store.schema import idempotency_keys, tasks
@@ -40,12 +42,20 @@ _forget = Query(
 )
 
 
-async def find(tx: Tx, account_id: str, key: str) -> tuple[str, str, datetime, str] | None:
-    """(request hash, task id, when, the task's status) of a key already used."""
+@dataclass(frozen=True, slots=True)
+class EarlierRequest:
+    """What a key already used created."""
+
+    request_hash: str
+    task_id: str
+    created_at: datetime
+    status: TaskStatus
+    """The status of the task it created, now."""
+
+
+async def find(tx: Tx, account_id: str, key: str) -> EarlierRequest | None:
     row = await tx.one(_find, {"account_id": account_id, "key": key})
-    if row is None:
-        return None
-    return row["request_hash"], row["task_id"], row["created_at"], row["status"]
+    return None if row is None else EarlierRequest(**row)
 
 
 async def remember(

@@ -18,7 +18,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from imagine.store.types import UTCDateTime
+from imagine.states import DeliveryStatus, LedgerKind, TaskStatus
+from imagine.store.types import StatusText, UTCDateTime
 
 # Named constraints: SQLite batch migrations can only alter what has a name.
 metadata = MetaData(
@@ -30,6 +31,13 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+TASK_STATUS = StatusText(TaskStatus)
+# None is SQL NULL, not the JSON text 'null' (SQLAlchemy's default on PostgreSQL), so that
+# `IS NULL` means "not set" on both engines.
+NullableJSON = JSON(none_as_null=True)
+DELIVERY_STATUS = StatusText(DeliveryStatus)
+LEDGER_KIND = StatusText(LedgerKind)
 
 # BIGINT on PostgreSQL, INTEGER (rowid alias, so autoincrementing) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -64,7 +72,7 @@ ledger = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False, index=True),
-    Column("kind", String(16), nullable=False),
+    Column("kind", LEDGER_KIND, nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("balance_after", BigInteger, nullable=False),
     Column("task_id", String(32), nullable=True),
@@ -72,7 +80,7 @@ ledger = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # A task is debited once and refunded at most once, whatever races happen above.
     UniqueConstraint("task_id", "kind", name="uq_ledger_task_kind"),
-    CheckConstraint("kind IN ('grant', 'debit', 'refund', 'adjustment')", name="kind_known"),
+    CheckConstraint(LEDGER_KIND.check("kind"), name="kind_known"),
 )
 
 tasks = Table(
@@ -82,7 +90,7 @@ tasks = Table(
     Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False),
     Column("api_key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
     Column("model", String(64), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", TASK_STATUS, nullable=False),
     Column("request", JSON, nullable=False),
     Column("callback_url", Text, nullable=True),
     Column("public", Boolean, nullable=False),
@@ -91,8 +99,8 @@ tasks = Table(
     Column("source_task_id", String(32), nullable=True),
     Column("provider", String(32), nullable=False),
     Column("upstream_id", String(200), nullable=True),
-    Column("provider_state", JSON, nullable=True),
-    Column("result_urls", JSON, nullable=True),
+    Column("provider_state", NullableJSON, nullable=True),
+    Column("result_urls", NullableJSON, nullable=True),
     Column("error_message", Text, nullable=True),
     Column("attempts", Integer, nullable=False),
     Column("checked_at", UTCDateTime, nullable=True),
@@ -105,8 +113,13 @@ tasks = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     # The secret in the callback URL an upstream is given, and what its callback said.
     Column("callback_token", String(64), nullable=True),
-    Column("upstream_callback", JSON, nullable=True),
-    CheckConstraint("status IN ('IN_PROGRESS', 'SUCCESS', 'FAILED')", name="status_known"),
+    Column("upstream_callback", NullableJSON, nullable=True),
+    # The worker's own bookkeeping, apart from the provider's state: the routes tried
+    # before submission (route -> attempt count when the task moved to it), and result
+    # URLs known but not yet copied (so a retry copies instead of asking again).
+    Column("routes_tried", NullableJSON, nullable=True),
+    Column("results_to_copy", NullableJSON, nullable=True),
+    CheckConstraint(TASK_STATUS.check(), name="status_known"),
     Index("ix_tasks_due", "status", "next_check_at"),
     Index("ix_tasks_account_created", "account_id", "created_at"),
     Index("ix_tasks_gallery", "public", "status", "created_at"),
@@ -122,7 +135,7 @@ webhook_deliveries = Table(
     Column("account_id", String(32), ForeignKey("accounts.id"), nullable=False),
     Column("url", Text, nullable=False),
     Column("payload", Text, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", DELIVERY_STATUS, nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("lease_owner", String(64), nullable=True),
@@ -130,9 +143,7 @@ webhook_deliveries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
-    CheckConstraint(
-        "status IN ('pending', 'delivered', 'failed', 'gone')", name="delivery_status_known"
-    ),
+    CheckConstraint(DELIVERY_STATUS.check(), name="delivery_status_known"),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     Index("ix_webhook_deliveries_account", "account_id", "created_at"),
 )

@@ -1,37 +1,30 @@
-"""Task rows: insert, read, claim with a lease, and guarded updates.
+"""Reading task rows: one task, the status view, the caller's history, the gallery.
 
-Every write after creation is guarded (`status = 'IN_PROGRESS'` and, for workers, the
-lease owner), so a worker that lost its lease or a task that already finished can't be
-overwritten: the statement just matches no row.
+Every write to a task row is a named transition in services/tasks/lifecycle.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, case, insert, or_, select, update
-from sqlalchemy.sql import Executable
+from sqlalchemy import String, and_, bindparam, or_, select
 
+from imagine.states import TaskStatus
 from imagine.store.db import Tx
 from imagine.store.query import Query, equals_if_given
 from imagine.store.schema import api_keys, tasks
 from imagine.store.types import UTCDateTime
 
-IN_PROGRESS = "IN_PROGRESS"
-SUCCESS = "SUCCESS"
-FAILED = "FAILED"
 
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TaskRow:
     id: str
     account_id: str
     api_key_id: str
     model: str
-    status: str
+    status: TaskStatus
     request: dict[str, Any]
     callback_url: str | None
     public: bool
@@ -54,14 +47,20 @@ class TaskRow:
     finished_at: datetime | None
     callback_token: str | None
     upstream_callback: dict[str, Any] | None
+    routes_tried: dict[str, int] | None
+    """Before submission: each route tried, with the attempt count when the task moved
+    to it (the worker's failover bookkeeping)."""
+    results_to_copy: list[str] | None
+    """Result URLs the provider reported that are not copied yet: a retry copies them
+    instead of asking the provider again."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class TaskView:
     """What the status call shows; read on its own because status is the hottest call."""
 
     id: str
-    status: str
+    status: TaskStatus
     request: dict[str, Any]
     result_urls: list[str] | None
     refunded: bool
@@ -108,73 +107,6 @@ _by_id_of_account = Query(
     )
 )
 
-_now = bindparam("now", type_=UTCDateTime)
-_unleased = or_(tasks.c.lease_expires_at.is_(None), tasks.c.lease_expires_at < _now)
-
-
-def _claim(candidates: Any) -> Query:
-    # One statement picks and leases; on PostgreSQL the pick skips rows other workers are
-    # claiming right now (SKIP LOCKED), so any number of workers share the queue, and the
-    # outer conditions re-check each row once it is locked.
-    chosen = candidates.limit(bindparam("limit")).with_for_update(skip_locked=True)
-    lease: dict[str, Any] = {
-        "lease_owner": bindparam("worker_id"),
-        "lease_expires_at": bindparam("lease_until"),
-    }
-    picked = tasks.c.id.in_(chosen.scalar_subquery())
-    # On PostgreSQL the pick is a CTE, which runs once. As `IN (subquery)` the planner may
-    # rescan it for each row (a nested-loop semi join), and every rescan skips the rows
-    # this statement has just leased and locks the next ones: one claim took every due
-    # task, whatever the limit.
-    pick = chosen.cte("picked")
-    return Query(
-        update(tasks)
-        .where(tasks.c.id.in_(select(pick.c.id)), tasks.c.status == IN_PROGRESS, _unleased)
-        .values(lease)
-        .returning(*tasks.c),
-        # SQLite has one writer at a time, so the pick can't go stale; and with the outer
-        # conditions its planner walks every unfinished task by status instead of looking
-        # the picked ids up (measured: 7.6 ms per claim with 8,600 tasks, 0.03 ms without).
-        sqlite=update(tasks).where(picked).values(lease).returning(*tasks.c),
-    )
-
-
-_claim_due = _claim(
-    select(tasks.c.id)
-    .where(tasks.c.status == IN_PROGRESS, _unleased, tasks.c.next_check_at <= _now)
-    .order_by(tasks.c.next_check_at)
-)
-# The status call's inline refresh: never while the task backs off after an error (a
-# 429's Retry-After holds for clients that poll too), and at most once per interval.
-_claim_one = _claim(
-    select(tasks.c.id).where(
-        tasks.c.id == bindparam("task_id"),
-        tasks.c.status == IN_PROGRESS,
-        tasks.c.attempts == 0,
-        _unleased,
-        or_(
-            tasks.c.checked_at.is_(None),
-            tasks.c.checked_at <= bindparam("checked_before", type_=UTCDateTime),
-        ),
-    )
-)
-_updates: dict[tuple[str, ...], Query] = {}
-
-
-_inserts: dict[tuple[str, ...], Query] = {}
-
-
-async def insert_task(tx: Tx, **values: Any) -> None:
-    """Insert a task; columns not given are NULL."""
-    await tx.run(
-        _statement_for(
-            _inserts,
-            tuple(values),
-            lambda names: insert(tasks).values({name: bindparam(name) for name in names}),
-        ),
-        values,
-    )
-
 
 async def get_task(tx: Tx, task_id: str, *, account_id: str | None = None) -> TaskRow | None:
     if account_id is None:
@@ -189,111 +121,22 @@ async def get_view(tx: Tx, task_id: str, account_id: str) -> TaskView | None:
     return None if row is None else TaskView(**row)
 
 
-async def get_view_for_key(
-    tx: Tx, key_hash: str, task_id: str
-) -> tuple[str, str, TaskView | None] | None:
-    """(key id, account id, the task if that account has it), or None for an invalid key."""
+@dataclass(frozen=True, slots=True)
+class KeyAndView:
+    """A valid key, and the task if the key's account has it."""
+
+    key_id: str
+    account_id: str
+    view: TaskView | None
+
+
+async def get_view_for_key(tx: Tx, key_hash: str, task_id: str) -> KeyAndView | None:
+    """The key (None when it is unknown or revoked) and the task if its account has it."""
     row = await tx.one(_view_for_key, {"key_hash": key_hash, "task_id": task_id})
     if row is None:
         return None
     key_id, account_id = row.pop("_key_id"), row.pop("_account_id")
-    return key_id, account_id, None if row["id"] is None else TaskView(**row)
-
-
-async def claim_due(
-    tx: Tx, *, worker_id: str, now: datetime, lease_until: datetime, limit: int
-) -> list[TaskRow]:
-    """Lease up to `limit` due tasks nobody holds, the longest-waiting first."""
-    rows = await tx.all(
-        _claim_due,
-        {"worker_id": worker_id, "now": now, "lease_until": lease_until, "limit": limit},
-    )
-    return [TaskRow(**row) for row in rows]
-
-
-async def claim_one(
-    tx: Tx,
-    task_id: str,
-    *,
-    worker_id: str,
-    now: datetime,
-    lease_until: datetime,
-    checked_before: datetime,
-) -> TaskRow | None:
-    """Lease one unfinished task, due or not, unless its provider was asked after
-    `checked_before` or someone else holds it (the status call's inline refresh)."""
-    rows = await tx.all(
-        _claim_one,
-        {
-            "task_id": task_id,
-            "worker_id": worker_id,
-            "now": now,
-            "lease_until": lease_until,
-            "checked_before": checked_before,
-            "limit": 1,
-        },
-    )
-    return TaskRow(**rows[0]) if rows else None
-
-
-def _written(name: str, names: tuple[str, ...]) -> Any:
-    if name == "next_check_at" and "upstream_callback" not in names and "updated_at" in names:
-        # A callback may arrive while a worker holds the task; its "due now" must not be
-        # overwritten by the worker's schedule, or the callback would wait for the next poll.
-        return case(
-            (tasks.c.upstream_callback.is_not(None), bindparam("updated_at", type_=UTCDateTime)),
-            else_=bindparam("next_check_at", type_=UTCDateTime),
-        )
-    return bindparam(name)
-
-
-def _statement_for(
-    cache: dict[tuple[str, ...], Query],
-    names: tuple[str, ...],
-    build: Callable[[tuple[str, ...]], Executable],
-) -> Query:
-    """One compiled statement per set of columns written (a handful exist)."""
-    query = cache.get(names)
-    if query is None:
-        query = cache[names] = Query(build(names))
-    return query
-
-
-_store_callback = Query(
-    update(tasks)
-    .where(tasks.c.id == bindparam("task_id"), tasks.c.status == IN_PROGRESS)
-    .values(
-        upstream_callback=bindparam("payload"),
-        next_check_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
-)
-
-
-async def store_callback(tx: Tx, task_id: str, payload: dict[str, Any], now: datetime) -> bool:
-    """Keep an upstream's callback and make the task due at once (whoever holds it); False
-    when the task already ended."""
-    changed = await tx.run(_store_callback, {"task_id": task_id, "payload": payload, "now": now})
-    return changed == 1
-
-
-async def update_leased(tx: Tx, task_id: str, worker_id: str, **values: Any) -> bool:
-    """Write to a task this worker still holds; False when the lease was lost or it ended."""
-    query = _statement_for(
-        _updates,
-        tuple(values),
-        lambda names: (
-            update(tasks)
-            .where(
-                tasks.c.id == bindparam("_task_id"),
-                tasks.c.status == IN_PROGRESS,
-                tasks.c.lease_owner == bindparam("_worker_id"),
-            )
-            .values({name: _written(name, names) for name in names})
-        ),
-    )
-    changed = await tx.run(query, {"_task_id": task_id, "_worker_id": worker_id, **values})
-    return changed == 1
+    return KeyAndView(key_id, account_id, None if row["id"] is None else TaskView(**row))
 
 
 # -- lists: the caller's history and the public gallery, newest first, by keyset --------
@@ -323,19 +166,12 @@ _gallery = Query(
     select(tasks.c.id, tasks.c.model, tasks.c.request, tasks.c.result_urls, tasks.c.created_at)
     .where(
         tasks.c.public.is_(True),
-        tasks.c.status == SUCCESS,
+        tasks.c.status == TaskStatus.SUCCESS,
         equals_if_given(tasks.c.model, "model"),
         _before,
     )
     .order_by(*_newest_first)
     .limit(bindparam("limit"))
-)
-# An UPDATE's own bind parameters may not be named like a column of its table (SQLAlchemy
-# reserves those names for SET when it runs the statement, as on PostgreSQL): "owner_id".
-_unpublish = Query(
-    update(tasks)
-    .where(tasks.c.id == bindparam("task_id"), tasks.c.account_id == bindparam("owner_id"))
-    .values(public=False)
 )
 
 
@@ -351,7 +187,7 @@ async def history(
     tx: Tx,
     account_id: str,
     *,
-    status: str | None,
+    status: TaskStatus | None,
     model: str | None,
     before: _Cursor | None,
     limit: int,
@@ -363,65 +199,17 @@ async def history(
     return [TaskRow(**row) for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class GalleryRow:
+    id: str
+    model: str
+    request: dict[str, Any]
+    result_urls: list[str] | None
+    created_at: datetime
+
+
 async def gallery(
     tx: Tx, *, model: str | None, before: _Cursor | None, limit: int
-) -> list[dict[str, Any]]:
-    return await tx.all(_gallery, {"model": model, **_page(before, limit)})
-
-
-async def unpublish(tx: Tx, task_id: str, account_id: str) -> bool:
-    """Take the account's task out of the gallery; False when it has no such task."""
-    return await tx.run(_unpublish, {"task_id": task_id, "owner_id": account_id}) == 1
-
-
-def _cancel_where(*extra: Any) -> Query:
-    return Query(
-        update(tasks)
-        .where(
-            tasks.c.id == bindparam("task_id"),
-            tasks.c.account_id == bindparam("owner_id"),
-            tasks.c.status == IN_PROGRESS,
-            *extra,
-        )
-        .values(
-            status=FAILED,
-            error_message=bindparam("message"),
-            refunded=bindparam("refunded"),
-            finished_at=bindparam("now"),
-            updated_at=bindparam("now"),
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-    )
-
-
-_cancel = _cancel_where()
-# Not sent upstream and nobody sending it right now (a submit in flight holds the lease):
-# the one case where no provider can have started paid work.
-_cancel_unsent = _cancel_where(tasks.c.upstream_id.is_(None), _unleased)
-
-
-async def cancel(
-    tx: Tx,
-    task_id: str,
-    account_id: str,
-    *,
-    message: str,
-    refunded: bool,
-    now: datetime,
-    only_unsent: bool = False,
-) -> bool:
-    """End an unfinished task of the account, whoever holds it: the holder's next write
-    then matches no row. False when it had already ended (or, with `only_unsent`, when
-    it has been or is being sent upstream)."""
-    changed = await tx.run(
-        _cancel_unsent if only_unsent else _cancel,
-        {
-            "task_id": task_id,
-            "owner_id": account_id,
-            "message": message,
-            "refunded": refunded,
-            "now": now,
-        },
-    )
-    return changed == 1
+) -> list[GalleryRow]:
+    rows = await tx.all(_gallery, {"model": model, **_page(before, limit)})
+    return [GalleryRow(**row) for row in rows]

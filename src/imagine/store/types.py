@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import DateTime, Dialect
+from sqlalchemy import DateTime, Dialect, String
 from sqlalchemy.types import TypeDecorator
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -63,3 +66,35 @@ def _from_sqlite_text(value: str | datetime | None) -> datetime | None:
         return None
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class StatusText(TypeDecorator[E], Generic[E]):
+    """A status column: stored as its text (a CHECK constraint names the values), read
+    back as the enum member, so code compares members, never bare strings."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[E]) -> None:
+        super().__init__()
+        self.enum = enum
+        self._members: dict[str, E] = {member.value: member for member in enum}
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self._members[value]
+
+    # On the hot statements: a dict lookup, not the decorator's processor chain.
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        members = self._members
+
+        def member(value: Any) -> E | None:
+            return None if value is None else members[value]
+
+        return member
+
+    def check(self, column: str = "status") -> str:
+        """The CHECK constraint's condition for this column."""
+        return f"{column} IN (" + ", ".join(f"'{member.value}'" for member in self.enum) + ")"

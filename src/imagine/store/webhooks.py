@@ -2,32 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, or_, select, update
 
+from imagine.states import DeliveryStatus
 from imagine.store.db import Tx
 from imagine.store.query import Query, equals_if_given
 from imagine.store.schema import accounts, webhook_attempts, webhook_deliveries
 from imagine.store.types import UTCDateTime
 
-PENDING = "pending"
-DELIVERED = "delivered"
-FAILED = "failed"
-GONE = "gone"
-"""The receiver answered 410 Gone: it wants no more deliveries of this one."""
 
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class DeliveryRow:
     id: str
     task_id: str
     account_id: str
     url: str
     payload: str
-    status: str
+    status: DeliveryStatus
     attempts: int
     next_attempt_at: datetime
     lease_owner: str | None
@@ -55,7 +50,7 @@ _now = bindparam("now", type_=UTCDateTime)
 _chosen = (
     select(webhook_deliveries.c.id)
     .where(
-        webhook_deliveries.c.status == PENDING,
+        webhook_deliveries.c.status == DeliveryStatus.PENDING,
         webhook_deliveries.c.next_attempt_at <= _now,
         or_(
             webhook_deliveries.c.lease_expires_at.is_(None),
@@ -76,7 +71,10 @@ _picked = webhook_deliveries.c.id.in_(_chosen.scalar_subquery())
 _pick = _chosen.cte("picked")
 _claim = Query(
     update(webhook_deliveries)
-    .where(webhook_deliveries.c.id.in_(select(_pick.c.id)), webhook_deliveries.c.status == PENDING)
+    .where(
+        webhook_deliveries.c.id.in_(select(_pick.c.id)),
+        webhook_deliveries.c.status == DeliveryStatus.PENDING,
+    )
     .values(_lease)
     .returning(*webhook_deliveries.c),
     # As for tasks: SQLite has one writer, and the outer test would make it scan.
@@ -138,8 +136,8 @@ _set_secret_if_none = Query(
 )
 
 
-async def insert_delivery(tx: Tx, **values: Any) -> None:
-    await tx.run(_insert, values)
+async def insert_delivery(tx: Tx, delivery: DeliveryRow) -> None:
+    await tx.run(_insert, asdict(delivery))
 
 
 async def claim_due(
@@ -157,7 +155,7 @@ async def record_attempt(
     worker_id: str,
     *,
     attempt: AttemptRow,
-    status: str,
+    status: DeliveryStatus,
     next_attempt_at: datetime,
 ) -> bool:
     """Store one attempt and the delivery's new state; False when the lease was lost."""
@@ -169,7 +167,7 @@ async def record_attempt(
             "status": status,
             "attempts": delivery.attempts + 1,
             "next_attempt_at": next_attempt_at,
-            "delivered_at": attempt.attempted_at if status == DELIVERED else None,
+            "delivered_at": attempt.attempted_at if status is DeliveryStatus.DELIVERED else None,
             "attempted_at": attempt.attempted_at,
         },
     )
