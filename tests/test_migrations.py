@@ -182,6 +182,18 @@ def test_upgrading_moves_the_workers_bookkeeping_out_of_the_provider_state(
         ("t3", {"poll": 1}, None, None),
         ("t4", {"_tried": {"kie": 0}}, None, None),
     ]
+    # What is not set is SQL NULL, not the JSON text 'null'.
+    unset = _select(
+        database_url,
+        "SELECT id, provider_state IS NULL, routes_tried IS NULL, results_to_copy IS NULL "
+        "FROM tasks ORDER BY id",
+    )
+    assert [tuple(bool(flag) for flag in flags) for _, *flags in unset] == [
+        (True, False, True),
+        (False, True, False),
+        (False, True, True),
+        (False, True, True),
+    ]
 
 
 def test_upgrading_turns_json_null_into_sql_null(database_url: str) -> None:

@@ -256,7 +256,19 @@ class Worker:
         except ProviderError as exc:
             await self._on_error(task, provider, job, exc)
             return
-        await self._settle(task, provider, job, outcome)
+        except Exception:
+            await self._unexpected(task)
+            return
+        try:
+            await self._settle(task, provider, job, outcome)
+        except Exception:
+            await self._unexpected(task)
+
+    async def _unexpected(self, task: TaskRow) -> None:
+        """A failure of ours, not the provider's: retried, counted from the task as this
+        step last wrote it (a submit earlier in the step reset its error count)."""
+        logger.exception("task %s: step failed; it will be retried", task.id)
+        await self._retry_later(task, None)
 
     def _budget(self, task: TaskRow) -> float:
         """Seconds the next call of this step may take: never past the task's deadline,

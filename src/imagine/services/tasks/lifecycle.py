@@ -1,7 +1,7 @@
 """The life of a task: every write to a task row, one named transition each.
 
     create ──▶ IN_PROGRESS, due ──claim_due / claim_for_refresh──▶ IN_PROGRESS, leased
-                    ▲                                                    │
+                    ▲  (or waiting for next_check_at)                    │
                     │  record_submission, schedule_next_check, defer,    │ renew_lease
                     └─ retry_later, fail_over, release (lease handed back)┤
                                                                           ├─ succeed ─▶ SUCCESS

@@ -20,9 +20,10 @@ _tasks = sa.table(
     "tasks",
     sa.column("id", sa.String),
     sa.column("status", sa.String),
-    sa.column("provider_state", sa.JSON),
-    sa.column("routes_tried", sa.JSON),
-    sa.column("results_to_copy", sa.JSON),
+    # None must be SQL NULL, not the JSON text 'null' (see store/schema.py).
+    sa.column("provider_state", sa.JSON(none_as_null=True)),
+    sa.column("routes_tried", sa.JSON(none_as_null=True)),
+    sa.column("results_to_copy", sa.JSON(none_as_null=True)),
 )
 TRIED = "_tried"
 MIRRORING = "_mirroring"
