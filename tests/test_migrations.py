@@ -115,6 +115,23 @@ def _select(url: str, sql: str) -> list[tuple[Any, ...]]:
     return asyncio.run(run())
 
 
+_OWNER: list[tuple[sa.Table, dict[str, Any]]] = [
+    (_accounts, {"id": "acc_1", "name": "a", "balance": 0, "created_at": NOW, "updated_at": NOW}),
+    (
+        _keys,
+        {
+            "id": "key_1",
+            "account_id": "acc_1",
+            "name": "k",
+            "key_hash": "h" * 64,
+            "prefix": "imk_x",
+            "created_at": NOW,
+        },
+    ),
+]
+"""The account and key every task below belongs to."""
+
+
 def _task(task_id: str, *, status: str = "IN_PROGRESS", **values: Any) -> dict[str, Any]:
     return {
         "id": task_id,
@@ -141,21 +158,7 @@ def test_upgrading_moves_the_workers_bookkeeping_out_of_the_provider_state(
     database_url: str,
 ) -> None:
     rows = [
-        (
-            _accounts,
-            {"id": "acc_1", "name": "a", "balance": 0, "created_at": NOW, "updated_at": NOW},
-        ),
-        (
-            _keys,
-            {
-                "id": "key_1",
-                "account_id": "acc_1",
-                "name": "k",
-                "key_hash": "h" * 64,
-                "prefix": "imk_x",
-                "created_at": NOW,
-            },
-        ),
+        *_OWNER,
         (_tasks, _task("t1", provider_state={"_tried": {"xai": 0, "kie": 2}})),
         (
             _tasks,
@@ -198,21 +201,7 @@ def test_upgrading_moves_the_workers_bookkeeping_out_of_the_provider_state(
 
 def test_upgrading_turns_json_null_into_sql_null(database_url: str) -> None:
     rows = [
-        (
-            _accounts,
-            {"id": "acc_1", "name": "a", "balance": 0, "created_at": NOW, "updated_at": NOW},
-        ),
-        (
-            _keys,
-            {
-                "id": "key_1",
-                "account_id": "acc_1",
-                "name": "k",
-                "key_hash": "h" * 64,
-                "prefix": "imk_x",
-                "created_at": NOW,
-            },
-        ),
+        *_OWNER,
         (_tasks, _task("t1", upstream_callback=None, provider_state=None)),
         (_tasks, _task("t2", upstream_callback={"code": 200}, provider_state={"poll": 1})),
     ]
