@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-import sqlalchemy.exc
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -61,7 +60,7 @@ from imagine.services.tasks.service import TaskService
 from imagine.states import TaskStatus
 from imagine.storage import LocalStorage
 from imagine.store import tasks as task_repo
-from imagine.store.db import Database, Tx
+from imagine.store.db import ConstraintViolation, Database, Tx
 from imagine.store.migrate import upgrade
 from imagine.store.tasks import TaskRow
 from imagine.worker import Worker
@@ -851,9 +850,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def _debit_again(self, task: Task) -> None:
         account = task.account
         expected: tuple[type[BaseException], ...] = (
-            (InsufficientCredits,)
-            if account.balance < task.credits
-            else (sqlite3.IntegrityError, sqlalchemy.exc.IntegrityError)
+            (InsufficientCredits,) if account.balance < task.credits else (ConstraintViolation,)
         )
         with pytest.raises(expected):
             self.write(
@@ -875,7 +872,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self._refund_again(picked)
 
     def _refund_again(self, task: Task) -> None:
-        with pytest.raises((sqlite3.IntegrityError, sqlalchemy.exc.IntegrityError)):
+        with pytest.raises(ConstraintViolation):
             self.write(
                 lambda tx: billing.refund_task(
                     tx,

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from imagine.errors import BadRequest, ImagineError, InvalidInput
 from imagine.schemas import ErrorEnvelope
-from imagine.store.db import DatabaseBusy
+from imagine.store.db import DatabaseBusy, ValueRefused
 
 logger = logging.getLogger("imagine.api")
 
@@ -117,7 +117,7 @@ def validation_problem(errors: list[Any]) -> ImagineError:
 
 
 def _is_data_error(exc: Exception) -> bool:
-    if isinstance(exc, sqlite3.DataError):
+    if isinstance(exc, sqlite3.DataError | ValueRefused):
         return True
     original = getattr(exc, "orig", None)
     for candidate in (original, getattr(original, "__cause__", None)):
@@ -171,5 +171,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, on_database_error)
     app.add_exception_handler(DBAPIError, on_driver_error)
     app.add_exception_handler(sqlite3.DataError, on_driver_error)
+    app.add_exception_handler(ValueRefused, on_driver_error)
     app.add_exception_handler(DatabaseBusy, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)

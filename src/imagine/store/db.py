@@ -2,7 +2,12 @@
 
 A job is `async def job(tx) -> T`: it runs statements through `tx` and nothing else.
 
-PostgreSQL: each job gets a connection from SQLAlchemy's async pool, inside a transaction.
+PostgreSQL: each job gets a connection from an asyncpg pool and runs its statements as
+prepared statements (asyncpg caches them per connection), with nothing else on the
+wire: no ping on checkout, no reset query on release, a write is BEGIN, its statements,
+and COMMIT. SQLAlchemy's async engine (kept for migrations) costs several times that in
+CPU per statement, and the API process's CPU is what bounds its throughput. A connection
+that fails is dropped by the pool and the job answered with DatabaseBusy (503: retry).
 
 SQLite: the database is a local file and its statements take microseconds, so jobs run
 on the raw driver directly on the event loop; handing each statement to a thread (as an
@@ -15,7 +20,8 @@ without blocking the loop, and after `busy_wait` seconds the job fails with
 DatabaseBusy. Jobs must not await anything but `tx`; the runner enforces it.
 
 A job may `tx.announce(Due.X)`: once its transaction has committed, `Database.wakeups`
-tells this process's waiters (store/wakeups.py).
+tells this process's waiters (store/wakeups.py). On PostgreSQL the same COMMIT carries a
+NOTIFY, so waiters in every other process hear of it too (`Database.listen`).
 """
 
 from __future__ import annotations
@@ -25,21 +31,24 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
+from imagine.store.errors import ConstraintViolation, DatabaseBusy, ValueRefused
 from imagine.store.query import Query, Row
 from imagine.store.wakeups import Due, Wakeups
 
+if TYPE_CHECKING:
+    from imagine.store.postgres import Listener, PostgresRunner
+
+__all__ = ["ConstraintViolation", "Database", "DatabaseBusy", "Job", "Tx", "ValueRefused"]
+
 T = TypeVar("T")
 logger = logging.getLogger("imagine.store")
-
-
-class DatabaseBusy(Exception):
-    """The database stayed locked by another process for too long; retry later."""
 
 
 class Tx(Protocol):
@@ -64,43 +73,68 @@ class Database:
         self.url = make_url(url)
         self.wakeups = Wakeups()
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self._sqlite: _SqliteRunner | None = None
+        self._postgres: PostgresRunner | None = None
+        self._listener: Listener | None = None
         if self.is_sqlite:
             # Used for migrations only; jobs run on `_SqliteRunner`.
             self.engine: AsyncEngine = create_async_engine(
                 self.url, connect_args={"timeout": busy_wait}
             )
             _migrations_take_the_write_lock(self.engine)
-            self._sqlite: _SqliteRunner | None = _SqliteRunner(
+            self._sqlite = _SqliteRunner(
                 self.url.database or ":memory:", busy_wait=busy_wait, wakeups=self.wakeups
             )
         else:
-            self.engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-            )
-            self._sqlite = None
+            from imagine.store.postgres import PostgresRunner
+
+            # Migrations only, rarely: no connection is kept open for them.
+            self.engine = create_async_engine(self.url, poolclass=NullPool)
+            self._postgres = PostgresRunner(self.dsn, pool_size=pool_size, wakeups=self.wakeups)
+
+    @property
+    def dsn(self) -> str:
+        """The URL as the driver takes it (libpq form, password included)."""
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    @property
+    def connections_opened(self) -> int:
+        """Database connections this process has opened (for the benchmarks)."""
+        return self._postgres.connections_opened if self._postgres is not None else 1
 
     async def read(self, job: Job[T], *, snapshot: bool = True) -> T:
         """Run `job` read-only. `snapshot=False` is for jobs of a single statement, which
-        sees a consistent database anyway; on SQLite it saves the BEGIN and COMMIT."""
+        sees a consistent database anyway; it saves the BEGIN and COMMIT."""
         if self._sqlite is not None:
             return await self._sqlite.read(job, snapshot=snapshot)
-        async with self.engine.connect() as conn:
-            return await job(_SaTx(conn))
+        assert self._postgres is not None
+        return await self._postgres.read(job, snapshot=snapshot)
 
     async def write(self, job: Job[T]) -> T:
         """Run `job` in a transaction; return its result once the transaction committed."""
         if self._sqlite is not None:
             return await self._sqlite.write(job)
-        async with self.engine.begin() as conn:
-            tx = _SaTx(conn)
-            result = await job(tx)
-        for due in set(tx.announced):
-            self.wakeups.notify(due)
-        return result
+        assert self._postgres is not None
+        return await self._postgres.write(job)
+
+    async def listen(self) -> None:
+        """Hear what other processes announce (PostgreSQL; on SQLite, the processes of
+        one file share no channel and poll)."""
+        if self._postgres is None or self._listener is not None:
+            return
+        from imagine.store.postgres import Listener
+
+        self._listener = Listener(self.dsn, self.wakeups)
+        self._listener.start()
 
     async def dispose(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._sqlite is not None:
             await self._sqlite.close()
+        if self._postgres is not None:
+            await self._postgres.close()
         await self.engine.dispose()
 
 
@@ -114,26 +148,6 @@ class _Announcing:
 
     def announce(self, due: Due) -> None:
         self.announced.append(due)
-
-
-class _SaTx(_Announcing):
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        super().__init__()
-        self._conn = conn
-
-    async def one(self, query: Query, params: dict[str, Any] | None = None) -> Row | None:
-        row = (await self._conn.execute(query.statement, params or {})).first()
-        return None if row is None else dict(row._mapping)
-
-    async def all(self, query: Query, params: dict[str, Any] | None = None) -> list[Row]:
-        result = await self._conn.execute(query.statement, params or {})
-        return [dict(row._mapping) for row in result]
-
-    async def run(self, query: Query, params: dict[str, Any] | None = None) -> int:
-        result = await self._conn.execute(query.statement, params or {})
-        return int(result.rowcount)
 
 
 class _SqliteTx(_Announcing):
@@ -176,6 +190,12 @@ def _finish(coroutine: Coroutine[Any, Any, T]) -> T:
         return result
     coroutine.close()
     raise RuntimeError("a database job awaited something other than its transaction")
+
+
+def _violation(exc: sqlite3.IntegrityError) -> ConstraintViolation:
+    conflict = ConstraintViolation(str(exc))
+    conflict.__cause__ = exc
+    return conflict
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -277,6 +297,8 @@ class _SqliteRunner:
                 try:
                     result = _finish(item.job(tx))
                 except Exception as exc:
+                    if isinstance(exc, sqlite3.IntegrityError):
+                        exc = _violation(exc)
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((item, None, exc))

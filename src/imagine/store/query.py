@@ -1,9 +1,9 @@
 """Statements built once with SQLAlchemy Core, run with named parameters on either engine.
 
-On PostgreSQL a `Query` runs through SQLAlchemy's async engine as it is. On SQLite it is
-compiled once to SQL text plus the type processors of its parameters and columns, and
-run on the raw driver (see `db.py` for why): the SQL still comes from the one set of
-table definitions, and values are converted by the same SQLAlchemy types.
+A `Query` is compiled once per engine to SQL text plus the type processors of its
+parameters and columns, and run on the raw driver, sqlite3 or asyncpg (see `db.py` for
+why): the SQL still comes from the one set of table definitions, and values are
+converted by the same SQLAlchemy types.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, String, bindparam, or_
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
@@ -23,10 +25,13 @@ Processor = Callable[[Any], Any]
 Row = dict[str, Any]
 
 _SQLITE = sqlite.dialect(paramstyle="qmark")
+# `$1` parameters with casts rendered (`$1::VARCHAR`), so PostgreSQL can prepare each
+# statement once and asyncpg caches it per connection.
+_POSTGRES: Dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledSqlite:
+class Compiled:
     sql: str
     slots: tuple[tuple[str, Processor | None, bool, Any], ...]
     """Each positional parameter: its name, converter, whether the caller gives it, and
@@ -65,49 +70,56 @@ def equals_if_given(column: ColumnElement[Any], name: str) -> ColumnElement[bool
 
 
 class Query:
-    __slots__ = ("_sqlite", "_sqlite_statement", "statement")
+    __slots__ = ("_postgres", "_sqlite", "_sqlite_statement", "statement")
 
     def __init__(self, statement: Executable, *, sqlite: Executable | None = None) -> None:
         """`sqlite`: the form SQLite runs, where its planner needs a different statement."""
         self.statement = statement
         self._sqlite_statement = sqlite if sqlite is not None else statement
-        self._sqlite: CompiledSqlite | None = None
+        self._sqlite: Compiled | None = None
+        self._postgres: Compiled | None = None
 
-    def sqlite(self) -> CompiledSqlite:
+    def sqlite(self) -> Compiled:
         if self._sqlite is None:
-            self._sqlite = _compile_sqlite(self._sqlite_statement)
+            self._sqlite = _compile(self._sqlite_statement, _SQLITE)
         return self._sqlite
+
+    def postgres(self) -> Compiled:
+        if self._postgres is None:
+            self._postgres = _compile(self.statement, _POSTGRES)
+        return self._postgres
 
 
 def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _bind(type_: Any) -> Processor | None:
+def _bind(type_: Any, dialect: Dialect) -> Processor | None:
     # JSON columns are on the hot paths; orjson does what the stdlib json module does
-    # there several times faster (any valid JSON text reads back the same).
+    # there several times faster (any valid JSON text reads back the same). Both drivers
+    # take and give JSON as text.
     if isinstance(type_, JSON):
         return _json_text
-    convert: Processor | None = type_.dialect_impl(_SQLITE).bind_processor(_SQLITE)
+    convert: Processor | None = type_.dialect_impl(dialect).bind_processor(dialect)
     return convert
 
 
-def _result(type_: Any) -> Processor | None:
+def _result(type_: Any, dialect: Dialect) -> Processor | None:
     if isinstance(type_, JSON):
         return orjson.loads
-    convert: Processor | None = type_.dialect_impl(_SQLITE).result_processor(_SQLITE, None)
+    convert: Processor | None = type_.dialect_impl(dialect).result_processor(dialect, None)
     return convert
 
 
-def _compile_sqlite(statement: Executable) -> CompiledSqlite:
+def _compile(statement: Executable, dialect: Dialect) -> Compiled:
     assert isinstance(statement, ClauseElement)
-    compiled = statement.compile(dialect=_SQLITE)
+    compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
     assert compiled.positiontup is not None
     slots = []
     for name in compiled.positiontup:
         bind = compiled.binds[name]
-        convert = _bind(bind.type)
+        convert = _bind(bind.type, dialect)
         literal = None
         if not bind.required:
             value = bind.effective_value
@@ -116,10 +128,10 @@ def _compile_sqlite(statement: Executable) -> CompiledSqlite:
     exported: list[ColumnElement[Any]] = list(getattr(statement, "exported_columns", []))
     converters = []
     for column in exported:
-        convert = _result(column.type)
+        convert = _result(column.type, dialect)
         if convert is not None:
             converters.append((str(column.key), convert))
-    return CompiledSqlite(
+    return Compiled(
         sql=str(compiled),
         slots=tuple(slots),
         columns=tuple(str(column.key) for column in exported),

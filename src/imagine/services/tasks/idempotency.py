@@ -12,6 +12,7 @@ import orjson
 from imagine.errors import InvalidInput
 from imagine.schemas import GenerateRequest
 from imagine.states import TaskStatus
+from imagine.store.errors import ConstraintViolation
 from imagine.store.idempotency import EarlierRequest
 
 WINDOW = timedelta(hours=24)
@@ -44,6 +45,5 @@ def replay(earlier: EarlierRequest, request_hash: str, now: datetime) -> Created
 
 
 def is_conflict(exc: Exception) -> bool:
-    """A unique-key violation, from either engine's driver: two requests with one key
-    stored at the same moment."""
-    return "IntegrityError" in type(exc).__name__ or "UniqueViolation" in type(exc).__name__
+    """A unique-key violation: two requests with one key stored at the same moment."""
+    return isinstance(exc, ConstraintViolation)

@@ -1,0 +1,265 @@
+"""PostgreSQL on the raw asyncpg driver: a pool of connections and a NOTIFY listener.
+
+Why not SQLAlchemy's async engine: it runs every statement through a greenlet bridge and
+its own result machinery, which cost several times the statement's own client CPU, and
+its pool pings each connection on checkout (a round trip). Here a read of one statement
+is one round trip, a write is BEGIN, its statements and COMMIT; asyncpg prepares each
+statement once per connection and reuses it.
+
+Wake-ups cross processes: a write that announced something sends `NOTIFY imagine_<due>`
+in the same round trip as its COMMIT, so PostgreSQL delivers it exactly when the write is
+visible; every process that listens (`Listener`) wakes its waiters. A listener that loses
+its connection reconnects and wakes everyone once, since it may have missed something;
+polling stays the fallback in any case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import asyncpg
+
+from imagine.store.errors import ConstraintViolation, DatabaseBusy, ValueRefused
+from imagine.store.query import Query, Row
+from imagine.store.wakeups import Due, Wakeups
+
+T = TypeVar("T")
+logger = logging.getLogger("imagine.store")
+
+_RETRIES = 3
+"""Times a write is run again after PostgreSQL aborted it for a deadlock or a
+serialization failure (its transaction rolled back, so running it again is safe)."""
+
+_LISTENER_PING = 30.0
+"""Seconds between checks that the listener's connection still answers: a connection
+cut without a FIN would otherwise look alive forever."""
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+)
+"""Failures of the connection, not of the statement: the database is unreachable or
+restarting, and the request may be retried."""
+
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+def channel(due: Due) -> str:
+    return f"imagine_{due.value}"
+
+
+class PgTx:
+    __slots__ = ("_conn", "announced")
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.announced: list[Due] = []
+
+    def announce(self, due: Due) -> None:
+        self.announced.append(due)
+
+    async def one(self, query: Query, params: dict[str, Any] | None = None) -> Row | None:
+        compiled = query.postgres()
+        raw = await self._conn.fetchrow(compiled.sql, *compiled.parameters(params or {}))
+        return None if raw is None else compiled.row(tuple(raw))
+
+    async def all(self, query: Query, params: dict[str, Any] | None = None) -> list[Row]:
+        compiled = query.postgres()
+        rows = await self._conn.fetch(compiled.sql, *compiled.parameters(params or {}))
+        return [compiled.row(tuple(raw)) for raw in rows]
+
+    async def run(self, query: Query, params: dict[str, Any] | None = None) -> int:
+        compiled = query.postgres()
+        values = compiled.parameters(params or {})
+        if compiled.columns:
+            return len(await self._conn.fetch(compiled.sql, *values))
+        status: str = await self._conn.execute(compiled.sql, *values)
+        # The command tag: "UPDATE 3", "INSERT 0 1", "DELETE 0".
+        count = status.rpartition(" ")[2]
+        return int(count) if count.isdigit() else 0
+
+
+Job = Callable[[PgTx], Coroutine[Any, Any, T]]
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    """The pool's reset on release. Jobs set no session state (no SET, LISTEN, advisory
+    lock or cursor outlives a job), so the default reset query would be a round trip
+    per job for nothing; asyncpg still rolls back a transaction left open."""
+
+
+class PostgresRunner:
+    def __init__(self, dsn: str, *, pool_size: int, wakeups: Wakeups) -> None:
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._wakeups = wakeups
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self.connections_opened = 0
+        """Connections this process opened so far (the pool reuses them; see
+        docs/benchmarks.md for what a worker opens per thousand tasks)."""
+
+    async def _connections(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    reset=_keep_session,
+                    init=self._opened,
+                    statement_cache_size=1024,
+                    # A connection is closed after this many idle seconds, and only then.
+                    max_inactive_connection_lifetime=300.0,
+                    max_queries=1_000_000,
+                )
+        return self._pool
+
+    async def _opened(self, _connection: asyncpg.Connection) -> None:
+        self.connections_opened += 1
+
+    async def read(self, job: Job[T], *, snapshot: bool) -> T:
+        try:
+            pool = await self._connections()
+            async with pool.acquire() as conn:
+                if not snapshot:
+                    return await job(PgTx(conn))
+                # One snapshot for the whole job, however many statements it runs.
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                try:
+                    result = await job(PgTx(conn))
+                except BaseException:
+                    await asyncio.shield(_rollback(conn))
+                    raise
+                await conn.execute("COMMIT")
+                return result
+        except CONNECTION_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        except asyncpg.DataError as exc:
+            raise ValueRefused(exc.__class__.__name__) from exc
+
+    async def write(self, job: Job[T]) -> T:
+        for attempt in range(_RETRIES + 1):
+            try:
+                return await self._write_once(job)
+            except _RETRYABLE:
+                if attempt == _RETRIES:
+                    raise
+                logger.info("a write met a concurrent one (deadlock or serialization); rerun")
+            except CONNECTION_ERRORS as exc:
+                raise _unavailable(exc) from exc
+            except asyncpg.DataError as exc:
+                raise ValueRefused(exc.__class__.__name__) from exc
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise ConstraintViolation(str(exc)) from exc
+        raise AssertionError("unreachable")
+
+    async def _write_once(self, job: Job[T]) -> T:
+        pool = await self._connections()
+        async with pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            tx = PgTx(conn)
+            try:
+                result = await job(tx)
+            except BaseException:
+                await asyncio.shield(_rollback(conn))
+                raise
+            announced = set(tx.announced)
+            # NOTIFY travels with the COMMIT: one round trip, delivered once visible.
+            notify = "".join(f"NOTIFY {channel(due)};" for due in sorted(announced))
+            await conn.execute(notify + "COMMIT")
+        for due in announced:
+            self._wakeups.notify(due)
+        return result
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+async def _rollback(conn: asyncpg.Connection) -> None:
+    if conn.is_closed():
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except Exception:
+        # A connection that can't even roll back is of no further use.
+        conn.terminate()
+
+
+def _unavailable(exc: BaseException) -> DatabaseBusy:
+    return DatabaseBusy(f"PostgreSQL is unavailable ({exc.__class__.__name__})")
+
+
+def _setter(event: asyncio.Event) -> Callable[[object], None]:
+    return lambda _conn: event.set()
+
+
+class Listener:
+    """Hears NOTIFY on the wake-up channels and tells this process's waiters."""
+
+    def __init__(self, dsn: str, wakeups: Wakeups) -> None:
+        self._dsn = dsn
+        self._wakeups = wakeups
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="imagine-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def _heard(self, _conn: object, _pid: int, name: str, _payload: str) -> None:
+        for due in Due:
+            if channel(due) == name:
+                self._wakeups.notify(due)
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(_setter(lost))
+                for due in Due:
+                    await conn.add_listener(channel(due), self._heard)
+                self.connected.set()
+                # Anything announced while no one listened is found by looking now.
+                for due in Due:
+                    self._wakeups.notify(due)
+                delay = 0.5
+                while not lost.is_set():
+                    try:
+                        await asyncio.wait_for(lost.wait(), _LISTENER_PING)
+                    except TimeoutError:
+                        await asyncio.wait_for(conn.execute("SELECT 1"), _LISTENER_PING)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "wake-up listener lost PostgreSQL (%s); polling meanwhile, retrying in %.1f s",
+                    exc.__class__.__name__,
+                    delay,
+                )
+            finally:
+                self.connected.clear()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
