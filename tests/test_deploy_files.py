@@ -92,6 +92,14 @@ def real_settings() -> set[str]:
     return names
 
 
+def dev_tool(name: str) -> str:
+    """A linter binary that a dev dependency installs beside the interpreter."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which(name, path=path)
+    assert found is not None, f"{name} comes with the dev dependencies: run `make install`"
+    return found
+
+
 # --- compose.yaml: the schema -----------------------------------------------------------
 
 
@@ -255,6 +263,88 @@ def test_the_bucket_of_the_storage_url_is_created() -> None:
     assert "--ignore-existing" in bucket["entrypoint"]
 
 
+# --- compose.yaml: as Docker Compose itself reads it ---------------------------------------
+
+REQUIRED_SECRETS = (
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "IMAGINE_ADMIN_TOKEN",
+)
+
+
+def docker_compose(tmp_path: Path, env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`config` needs no daemon: the Compose CLI of the dev dependencies loads, merges and
+    interpolates the file as `up` does before it starts anything, and stops there."""
+    # Only what we pass: no COMPOSE_* or secrets of the caller's shell, no ~/.docker.
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "DOCKER_CONFIG": str(tmp_path),
+    }
+    return subprocess.run(
+        [
+            dev_tool("docker-compose"),
+            "--project-directory",
+            str(ROOT),
+            "-f",
+            str(COMPOSE),
+            "--env-file",
+            str(env_file),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+
+
+def filled_env_file(tmp_path: Path) -> Path:
+    """The example with each required secret given a value, as an operator would."""
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    filled = [
+        f"{line}{line[:-1].lower()}0123456789" if line.rstrip("=") in REQUIRED_SECRETS else line
+        for line in lines
+    ]
+    path = tmp_path / ".env"
+    path.write_text("\n".join(filled) + "\n")
+    return path
+
+
+def test_docker_compose_accepts_the_file_with_the_example_filled_in(tmp_path: Path) -> None:
+    result = docker_compose(tmp_path, filled_env_file(tmp_path), "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    assert set(resolved["services"]) == {
+        "proxy",
+        "api-1",
+        "api-2",
+        "worker",
+        "migrate",
+        "postgres",
+        "redis",
+        "minio",
+        "bucket",
+    }
+    api = resolved["services"]["api-1"]
+    assert api["environment"]["IMAGINE_DATABASE_URL"] == (
+        "postgresql+asyncpg://imagine:postgres_password0123456789@postgres:5432/imagine"
+    )
+    assert api["environment"]["IMAGINE_PUBLIC_URL"] == "http://localhost:8080"
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert resolved["services"]["worker"]["deploy"]["replicas"] == 2
+    assert resolved["services"]["proxy"]["ports"][0]["published"] == "8080"
+
+
+def test_docker_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
+    result = docker_compose(tmp_path, ENV_EXAMPLE, "config", "--quiet")
+    assert result.returncode != 0
+    for name in REQUIRED_SECRETS:
+        assert f"required variable {name} is missing a value: set {name}" in result.stderr
+
+
 # --- the proxy --------------------------------------------------------------------------
 
 
@@ -274,16 +364,9 @@ def test_the_proxy_balances_over_both_api_processes() -> None:
 # --- Dockerfile -------------------------------------------------------------------------
 
 
-def hadolint() -> str:
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    found = shutil.which("hadolint", path=path)
-    assert found is not None, "hadolint comes with the dev dependencies: run `make install`"
-    return found
-
-
 def test_dockerfile_passes_hadolint() -> None:
     result = subprocess.run(
-        [hadolint(), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
+        [dev_tool("hadolint"), "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
         capture_output=True,
         text=True,
         check=False,
@@ -295,7 +378,7 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_hadolint_does_find_faults() -> None:
     """The lint is real: a Dockerfile with known faults fails it."""
     result = subprocess.run(
-        [hadolint(), "--no-color", "-"],
+        [dev_tool("hadolint"), "--no-color", "-"],
         input="FROM python\nRUN cd /tmp && pip install uv\n",
         capture_output=True,
         text=True,
