@@ -1,11 +1,16 @@
 """Throughput of the hot API endpoints, as ratios to a no-op endpoint of the same server.
 
-    uv run python -m bench.api [--duration 10] [--connections 32] [--out result.json]
+    uv run python -m bench.api [--database sqlite|postgresql] [--duration 10]
+                               [--connections 32] [--out result.json]
 
 One run starts `imagine serve --no-worker` on CPU core 0 and drives it with `wrk` on
 core 1. It measures GET /healthz (the no-op: HTTP stack and framework only), POST
-/api/generate (auth, debit, task insert) and GET /api/status on finished tasks (auth,
-task read), then the no-op again. The machine is shared and noisy, so absolute figures
+/api/generate (auth, debit, task insert) on one account, the same spread over many
+accounts, and GET /api/status on finished tasks (auth, task read), then the no-op again.
+With `--database postgresql` the server runs on a new database of the PostgreSQL at
+`IMAGINE_TEST_POSTGRES` (default postgresql://postgres@127.0.0.1:5432/test, dropped
+afterwards), whose processes are pinned to core 1 with wrk for the run, and their CPU
+per request is reported next to the server's. The machine is shared and noisy, so absolute figures
 drift between runs; the ratios to the no-op baseline taken in the same run are the figures
 to compare. See docs/benchmarks.md.
 """
@@ -13,6 +18,7 @@ to compare. See docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import json
 import os
@@ -33,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from rich.console import Console
 from rich.markup import escape
@@ -45,7 +52,15 @@ WARMUP_SECONDS = 2
 CREDITS = 10**12
 MODEL = "grok-imagine/text-to-image"
 PROMPT = "A majestic dragon flying over a neon-lit cyberpunk city"
-TARGETS = {"generate": 0.5, "status": 0.7}
+TARGETS = {
+    "sqlite": {"generate": 0.5, "status": 0.7},
+    "postgresql": {"generate": 0.35, "status": 0.6},
+}
+ONE_ACCOUNT_TARGET = 0.8
+"""Generate on one account, as a ratio to generate spread over many: one account's
+debits serialise on its balance row."""
+SPREAD_ACCOUNTS = 64
+POSTGRES_URL = os.environ.get("IMAGINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 SERVER_START_TIMEOUT = 60.0
 WORKER_TIMEOUT = 900.0
 
@@ -89,6 +104,7 @@ class Measurement:
     socket_errors: dict[str, int]
     server_cpu_pct: float
     server_cpu_us_per_request: float
+    database_cpu_us_per_request: float | None
 
 
 # ---------------------------------------------------------------------------- machine
@@ -205,6 +221,94 @@ def wait_ready(client: httpx.Client, proc: subprocess.Popen[bytes], log: Path) -
     raise BenchError(f"the server did not answer within {SERVER_START_TIMEOUT:.0f} s")
 
 
+# ---------------------------------------------------------------------------- database
+
+
+class Postgres:
+    """A database of its own on the machine's PostgreSQL, and its processes' CPU."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.name = "imagine_bench_" + secrets.token_hex(6)
+        self.url = f"{admin_url.rsplit('/', 1)[0]}/{self.name}"
+        self._affinity: dict[int, set[int]] = {}
+
+    def _admin(self, statement: str) -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(self.admin_url, timeout=10)
+            try:
+                await conn.execute(statement)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+    def create(self) -> None:
+        try:
+            self._admin(f'CREATE DATABASE "{self.name}"')
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise BenchError(f"PostgreSQL at {self.admin_url} can't be used: {exc}") from None
+
+    def drop(self) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def statuses(self) -> dict[str, int]:
+        async def run() -> list[Any]:
+            conn = await asyncpg.connect(self.url, timeout=10)
+            try:
+                return list(await conn.fetch("SELECT status, count(*) FROM tasks GROUP BY status"))
+            finally:
+                await conn.close()
+
+        return {str(row[0]): int(row[1]) for row in asyncio.run(run())}
+
+    @staticmethod
+    def pids() -> list[int]:
+        """Every process of the PostgreSQL server (postmaster, backends, helpers)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for pid in self.pids():
+            try:
+                total += process_cpu_seconds(pid)
+            except OSError:
+                continue  # a backend that ended in between
+        return total
+
+    def pin(self, core: int) -> None:
+        """Put PostgreSQL on `core` (new backends inherit it from the postmaster)."""
+        for pid in self.pids():
+            try:
+                self._affinity[pid] = os.sched_getaffinity(pid)
+                os.sched_setaffinity(pid, {core})
+            except OSError:
+                continue
+        if not self._affinity:
+            console.print("[yellow]warning:[/yellow] PostgreSQL's processes could not be pinned")
+
+    def unpin(self) -> None:
+        for pid, cores in self._affinity.items():
+            try:
+                os.sched_setaffinity(pid, cores)
+            except OSError:
+                continue
+        everything = set(range(os.cpu_count() or 1))
+        for pid in self.pids():  # backends started during the run
+            try:
+                os.sched_setaffinity(pid, everything)
+            except OSError:
+                continue
+
+
 # ---------------------------------------------------------------------------- fixtures
 
 
@@ -233,17 +337,19 @@ def create_tasks(client: httpx.Client, key: str, count: int) -> list[str]:
     return ids
 
 
-def task_statuses(database: Path) -> dict[str, int]:
-    """Tasks by status, read straight from the SQLite file (WAL: readers don't block).
-
-    The data dir is new, so every task in it is one of ours.
-    """
+def task_statuses(database: Path | Postgres) -> dict[str, int]:
+    """Tasks by status, read straight from the database (SQLite in WAL: readers don't
+    block). The database is new, so every task in it is one of ours."""
+    if isinstance(database, Postgres):
+        return database.statuses()
     with sqlite3.connect(database, timeout=5) as conn:
         rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
     return {str(status): int(count) for status, count in rows}
 
 
-def wait_finished(database: Path, ids: list[str], worker: subprocess.Popen[bytes]) -> None:
+def wait_finished(
+    database: Path | Postgres, ids: list[str], worker: subprocess.Popen[bytes]
+) -> None:
     """Until every task is SUCCESS: status is measured on results, as clients poll them."""
     deadline = time.monotonic() + WORKER_TIMEOUT
     while time.monotonic() < deadline:
@@ -269,14 +375,16 @@ def check_finished(client: httpx.Client, key: str, task_id: str) -> None:
         raise BenchError(f"task {task_id} is {shown} on the status endpoint, not SUCCESS")
 
 
-def finish_tasks(root: Path, data_dir: Path, ids: list[str], env: dict[str, str]) -> float:
+def finish_tasks(
+    root: Path, data_dir: Path, ids: list[str], env: dict[str, str], postgres: Postgres | None
+) -> float:
     """Run a worker on the load generator's core (idle now) until the tasks end; seconds."""
     started = time.monotonic()
     worker_cmd = imagine("worker", "--data-dir", str(data_dir))
     log = root / "worker.log"
     with running(worker_cmd, core=LOADGEN_CORE, env=env, log=log) as worker:
         try:
-            wait_finished(data_dir / "imagine.db", ids, worker)
+            wait_finished(postgres or data_dir / "imagine.db", ids, worker)
         except BenchError as exc:
             raise BenchError(f"{exc}\n{log_tail(log)}") from None
     return time.monotonic() - started
@@ -292,13 +400,19 @@ def lua_string(value: str) -> str:
     return json.dumps(value)
 
 
-def generate_script(key: str) -> str:
+def generate_script(keys: list[str]) -> str:
+    """POST /api/generate with each key in turn (one key: every debit on one account)."""
     body = json.dumps(generate_body(), separators=(",", ":"))
+    listed = ",\n".join(f"  {lua_string('Bearer ' + key)}" for key in keys)
     return (
-        'wrk.method = "POST"\n'
-        f"wrk.body = {lua_string(body)}\n"
-        f'wrk.headers["Authorization"] = {lua_string("Bearer " + key)}\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"local keys = {{\n{listed}\n}}\n"
+        f"local body = {lua_string(body)}\n"
+        "local i = 0\n"
+        "request = function()\n"
+        "  i = i % #keys + 1\n"
+        '  return wrk.format("POST", "/api/generate", '
+        '{["Authorization"] = keys[i], ["Content-Type"] = "application/json"}, body)\n'
+        "end\n"
     )
 
 
@@ -316,14 +430,18 @@ def status_script(key: str, ids: list[str]) -> str:
     )
 
 
-def write_targets(root: Path, key: str, ids: list[str]) -> dict[str, Target]:
+def write_targets(root: Path, key: str, spread: list[str], ids: list[str]) -> dict[str, Target]:
     scripts = root / "lua"
     scripts.mkdir()
-    (scripts / "generate.lua").write_text(generate_script(key))
+    (scripts / "generate.lua").write_text(generate_script([key]))
+    (scripts / "generate_spread.lua").write_text(generate_script(spread))
     (scripts / "status.lua").write_text(status_script(key, ids))
     return {
         "noop": Target("noop", "/healthz", None),
         "generate": Target("generate", "/api/generate", scripts / "generate.lua"),
+        "generate_spread": Target(
+            "generate_spread", "/api/generate", scripts / "generate_spread.lua"
+        ),
         "status": Target("status", "/api/status", scripts / "status.lua"),
     }
 
@@ -397,12 +515,20 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def measure_one(
-    base_url: str, target: Target, *, seconds: int, connections: int, server_pid: int
+    base_url: str,
+    target: Target,
+    *,
+    seconds: int,
+    connections: int,
+    server_pid: int,
+    postgres: Postgres | None,
 ) -> Measurement:
+    database_before = postgres.cpu_seconds() if postgres else 0.0
     cpu_before, started = process_cpu_seconds(server_pid), time.monotonic()
     result = run_wrk(base_url, target, seconds=seconds, connections=connections)
     cpu = process_cpu_seconds(server_pid) - cpu_before
     elapsed = time.monotonic() - started
+    database_cpu = postgres.cpu_seconds() - database_before if postgres else None
     return Measurement(
         name=result.name,
         rps=result.rps,
@@ -412,6 +538,9 @@ def measure_one(
         socket_errors=result.socket_errors,
         server_cpu_pct=100 * cpu / elapsed,
         server_cpu_us_per_request=1e6 * cpu / max(result.requests, 1),
+        database_cpu_us_per_request=(
+            None if database_cpu is None else 1e6 * database_cpu / max(result.requests, 1)
+        ),
     )
 
 
@@ -419,14 +548,19 @@ def measure_one(
 
 
 def measure(
-    base_url: str, targets: dict[str, Target], args: argparse.Namespace, server_pid: int
+    base_url: str,
+    targets: dict[str, Target],
+    args: argparse.Namespace,
+    server_pid: int,
+    postgres: Postgres | None,
 ) -> list[Measurement]:
-    """Warm every endpoint, then noop, generate, status and noop again (to show drift)."""
+    """Warm every endpoint, then noop, generate (one account, then many), status and noop
+    again (to show drift)."""
     for target in targets.values():
         console.print(f"warm-up {target.name} ({WARMUP_SECONDS} s)")
         run_wrk(base_url, target, seconds=WARMUP_SECONDS, connections=args.connections)
     results = []
-    for name in ("noop", "generate", "status", "noop"):
+    for name in ("noop", "generate", "generate_spread", "status", "noop"):
         console.print(f"measuring {name} ({args.duration} s, {args.connections} connections)")
         results.append(
             measure_one(
@@ -435,6 +569,7 @@ def measure(
                 seconds=args.duration,
                 connections=args.connections,
                 server_pid=server_pid,
+                postgres=postgres,
             )
         )
     return results
@@ -444,6 +579,24 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """The whole run in a temp dir that is removed, with every process stopped, at the end."""
     admin_token = secrets.token_urlsafe(24)
     env = service_env(admin_token)
+    postgres = Postgres(args.postgres_url) if args.database == "postgresql" else None
+    if postgres is not None:
+        postgres.create()
+        env["IMAGINE_DATABASE_URL"] = postgres.url.replace(
+            "postgresql://", "postgresql+asyncpg://", 1
+        )
+        postgres.pin(LOADGEN_CORE)
+    try:
+        return _benchmark(args, env, admin_token, postgres)
+    finally:
+        if postgres is not None:
+            postgres.unpin()
+            postgres.drop()
+
+
+def _benchmark(
+    args: argparse.Namespace, env: dict[str, str], admin_token: str, postgres: Postgres | None
+) -> dict[str, Any]:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="imagine-bench-") as tmp:
@@ -458,14 +611,15 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         ):
             wait_ready(client, server, log)
             key = create_key(client, admin_token)
+            spread = [create_key(client, admin_token) for _ in range(SPREAD_ACCOUNTS)]
             console.print(f"creating {args.tasks} tasks")
             ids = create_tasks(client, key, args.tasks)
             console.print(f"rendering them with a worker on core {LOADGEN_CORE}")
-            worker_seconds = finish_tasks(root, data_dir, ids, env)
+            worker_seconds = finish_tasks(root, data_dir, ids, env, postgres)
             check_finished(client, key, ids[-1])
             console.print(f"all {len(ids)} tasks SUCCESS after {worker_seconds:.1f} s")
-            targets = write_targets(root, key, ids)
-            results = measure(base_url, targets, args, server.pid)
+            targets = write_targets(root, key, spread, ids)
+            results = measure(base_url, targets, args, server.pid, postgres)
             if server.poll() is not None:
                 raise BenchError(f"the server died during the run:\n{log_tail(log)}")
     return report(results, args, worker_seconds)
@@ -474,16 +628,23 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def report(
     results: list[Measurement], args: argparse.Namespace, worker_seconds: float
 ) -> dict[str, Any]:
-    noop_start, generate, status, noop_end = results
+    noop_start, generate, spread, status, noop_end = results
     baseline = (noop_start.rps + noop_end.rps) / 2
     ratios = {}
     for result in (generate, status):
         ratio = result.rps / baseline
-        target = TARGETS[result.name]
+        target = TARGETS[args.database][result.name]
         ratios[result.name] = {"ratio": ratio, "target": target, "pass": ratio >= target}
+    one_account = generate.rps / spread.rps
+    ratios["generate_one_account_vs_spread"] = {
+        "ratio": one_account,
+        "target": ONE_ACCOUNT_TARGET,
+        "pass": one_account >= ONE_ACCOUNT_TARGET,
+    }
     return {
         "machine": machine_facts(),
         "settings": {
+            "database": args.database,
             "duration_s": args.duration,
             "connections": args.connections,
             "warmup_s": WARMUP_SECONDS,
@@ -495,6 +656,7 @@ def report(
         "results": {
             "noop_start": asdict(noop_start),
             "generate": asdict(generate),
+            "generate_spread": asdict(spread),
             "status": asdict(status),
             "noop_end": asdict(noop_end),
         },
@@ -515,11 +677,20 @@ def print_report(data: dict[str, Any]) -> None:
     )
     console.print("\n" + escape(facts))
     table = Table(
-        "endpoint", "req/s", "p50 ms", "p99 ms", "requests", "CPU%", "CPU us/req", "errors"
+        "endpoint",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "requests",
+        "CPU%",
+        "CPU us/req",
+        "DB CPU us/req",
+        "errors",
     )
     labels = {
         "noop_start": "noop (start)",
         "generate": "generate",
+        "generate_spread": f"generate ({SPREAD_ACCOUNTS} accounts)",
         "status": "status",
         "noop_end": "noop (end)",
     }
@@ -534,12 +705,15 @@ def print_report(data: dict[str, Any]) -> None:
             str(row["requests"]),
             f"{row['server_cpu_pct']:.0f}%",
             f"{row['server_cpu_us_per_request']:.0f}",
+            ""
+            if row["database_cpu_us_per_request"] is None
+            else f"{row['database_cpu_us_per_request']:.0f}",
             str(errors) if errors else "",
         )
     console.print(table)
     console.print(
         "noop = GET /healthz, generate = POST /api/generate, status = GET /api/status; "
-        "CPU = the server process on its core"
+        "CPU = the server process on its core; DB CPU = PostgreSQL's processes"
     )
     _warn_socket_errors(data["results"])
     console.print(
@@ -548,9 +722,7 @@ def print_report(data: dict[str, Any]) -> None:
     )
     for name, ratio in data["ratios"].items():
         mark = "[green]PASS[/green]" if ratio["pass"] else "[red]BELOW[/red]"
-        console.print(
-            f"{name}_rps / noop_rps = {ratio['ratio']:.2f}x  (target >= {ratio['target']}x)  {mark}"
-        )
+        console.print(f"{name}: {ratio['ratio']:.2f}x  (target >= {ratio['target']}x)  {mark}")
 
 
 def _warn_socket_errors(results: dict[str, dict[str, Any]]) -> None:
@@ -566,6 +738,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32, help="open connections of wrk")
     parser.add_argument("--tasks", type=int, default=500, help="finished tasks status cycles on")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the engine the server runs on (postgresql: a new database, dropped afterwards)",
+    )
+    parser.add_argument(
+        "--postgres-url", default=POSTGRES_URL, help="PostgreSQL to create the database on"
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.connections < 1 or args.tasks < 1:
         parser.error("--duration, --connections and --tasks must be at least 1")

@@ -129,8 +129,10 @@ class Store:
     postgres: Any
     """An asyncpg connection, on PostgreSQL."""
 
-    async def write(self, job: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
-        return await self.db.write(job)
+    async def write(
+        self, job: Callable[[Tx], Coroutine[Any, Any, T]], *, one_statement: bool = False
+    ) -> T:
+        return await self.db.write(job, one_statement=one_statement)
 
     async def task(self, task_id: str) -> TaskRow:
         found = await self.db.read(lambda tx: get_task(tx, task_id))
@@ -445,10 +447,18 @@ async def make(store: Store, step: Step, lease: Lease, task: TaskRow, now: datet
 # -- create -------------------------------------------------------------------------------
 
 
-async def test_create_stores_an_in_progress_task_due_now(store: Store) -> None:
+ONE_STATEMENT = pytest.mark.parametrize("one_statement", [False, True], ids=["tx", "one"])
+"""Create as a job of its own transaction, and as one statement (PostgreSQL composes the
+debit, ledger row, task and NOTIFY in CTEs; SQLite runs it as any job)."""
+
+
+@ONE_STATEMENT
+async def test_create_stores_an_in_progress_task_due_now(store: Store, one_statement: bool) -> None:
     account = await open_account(store)
     task = replace(new_task(account, callback_url=HOOK), source_task_id=new_task_id())
-    result = await store.write(lambda tx: lifecycle.create(tx, task, now=NOW))
+    result = await store.write(
+        lambda tx: lifecycle.create(tx, task, now=NOW), one_statement=one_statement
+    )
     assert result == Applied(task.id, IN_PROGRESS)
     assert await store.task(task.id) == TaskRow(
         id=task.id,
@@ -483,22 +493,52 @@ async def test_create_stores_an_in_progress_task_due_now(store: Store) -> None:
     )
 
 
-async def test_create_debits_the_price(store: Store) -> None:
-    task = await created(store)
+@ONE_STATEMENT
+async def test_create_debits_the_price(store: Store, one_statement: bool) -> None:
+    task = new_task(await open_account(store))
+    await store.write(lambda tx: lifecycle.create(tx, task, now=NOW), one_statement=one_statement)
     assert await store.ledger(task.id) == [("debit", -PRICE)]
     assert await store.balance(task.account_id) == CREDITS - PRICE
+    ((after,),) = await store.sql("SELECT balance_after FROM ledger WHERE task_id = $1", task.id)
+    assert after == CREDITS - PRICE
 
 
-async def test_create_without_enough_credits_stores_nothing(store: Store) -> None:
+@ONE_STATEMENT
+async def test_create_without_enough_credits_stores_nothing(
+    store: Store, one_statement: bool
+) -> None:
     account = await open_account(store, credits=PRICE - 1)
     task = new_task(account)
     work = store.db.wakeups.subscribe(Due.WORK)
-    with pytest.raises(InsufficientCredits):
-        await store.write(lambda tx: lifecycle.create(tx, task, now=NOW))
+    with pytest.raises(InsufficientCredits, match=f"the balance is {PRICE - 1}"):
+        await store.write(
+            lambda tx: lifecycle.create(tx, task, now=NOW), one_statement=one_statement
+        )
     assert await store.db.read(lambda tx: get_task(tx, task.id)) is None
     assert await store.ledger(task.id) == []
     assert await store.balance(account.account_id) == PRICE - 1
     assert not work.is_set()
+
+
+@ONE_STATEMENT
+async def test_create_wakes_the_workers_of_other_processes(
+    store: Store, database: Path | str, one_statement: bool
+) -> None:
+    if isinstance(database, Path):
+        pytest.skip("processes on one SQLite file share no channel: they poll")
+    other = Database(sqlalchemy_url(database))
+    try:
+        await other.listen()
+        heard = other.wakeups.subscribe(Due.WORK)
+        await asyncio.wait_for(other.listening(), 30)
+        heard.clear()  # the listener wakes everyone once it is connected
+        task = new_task(await open_account(store))
+        await store.write(
+            lambda tx: lifecycle.create(tx, task, now=NOW), one_statement=one_statement
+        )
+        await asyncio.wait_for(heard.wait(), 30)
+    finally:
+        await other.dispose()
 
 
 async def test_create_announces_work_once_committed(store: Store) -> None:

@@ -15,11 +15,7 @@ async def debit_task(
 ) -> int:
     balance = await repo.change_balance(tx, account_id=account_id, delta=-amount, now=now)
     if balance is None:
-        current = await repo.get_balance(tx, account_id) or 0
-        raise InsufficientCredits(
-            f"insufficient credits: {model} costs {amount} and the balance is {current}; "
-            "ask the operator for more credits"
-        )
+        raise await insufficient(tx, account_id, model, amount)
     await repo.insert_ledger(
         tx,
         account_id=account_id,
@@ -30,6 +26,15 @@ async def debit_task(
         now=now,
     )
     return balance
+
+
+async def insufficient(tx: Tx, account_id: str, model: str, amount: int) -> InsufficientCredits:
+    """The 402 of a debit the balance couldn't cover, with the balance as it is now."""
+    current = await repo.get_balance(tx, account_id) or 0
+    return InsufficientCredits(
+        f"insufficient credits: {model} costs {amount} and the balance is {current}; "
+        "ask the operator for more credits"
+    )
 
 
 async def refund_task(tx: Tx, *, account_id: str, task_id: str, amount: int, now: datetime) -> int:

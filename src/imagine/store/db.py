@@ -64,6 +64,14 @@ class Tx(Protocol):
         """Wake whoever waits for `due` once this transaction has committed."""
         ...
 
+    @property
+    def one_statement(self) -> bool:
+        """True in a PostgreSQL job run with `write(..., one_statement=True)`: there is no
+        transaction around the statements, each commits on its own, so the job must make
+        its write one statement (writes compose in CTEs there) and carry its own NOTIFY
+        (`pg_notify`) for other processes; `announce` still wakes this one."""
+        ...
+
 
 Job = Callable[[Tx], Coroutine[Any, Any, T]]
 
@@ -110,12 +118,15 @@ class Database:
         assert self._postgres is not None
         return await self._postgres.read(job, snapshot=snapshot)
 
-    async def write(self, job: Job[T]) -> T:
-        """Run `job` in a transaction; return its result once the transaction committed."""
+    async def write(self, job: Job[T], *, one_statement: bool = False) -> T:
+        """Run `job` in a transaction; return its result once the transaction committed.
+
+        `one_statement`: the job can do its write in one statement where the engine
+        composes writes (see Tx.one_statement); SQLite runs it as any other job."""
         if self._sqlite is not None:
             return await self._sqlite.write(job)
         assert self._postgres is not None
-        return await self._postgres.write(job)
+        return await self._postgres.write(job, one_statement=one_statement)
 
     async def listen(self) -> None:
         """Hear what other processes announce (PostgreSQL; on SQLite, the processes of
@@ -126,6 +137,11 @@ class Database:
 
         self._listener = Listener(self.dsn, self.wakeups)
         self._listener.start()
+
+    async def listening(self) -> None:
+        """Until the listener hears other processes (at once where there is none)."""
+        if self._listener is not None:
+            await self._listener.connected.wait()
 
     async def dispose(self) -> None:
         if self._listener is not None:
@@ -142,6 +158,7 @@ class _Announcing:
     """What a transaction announced, told once it has committed."""
 
     __slots__ = ("announced",)
+    one_statement = False
 
     def __init__(self) -> None:
         self.announced: list[Due] = []

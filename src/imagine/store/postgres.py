@@ -24,7 +24,7 @@ import asyncpg
 
 from imagine.store.errors import ConstraintViolation, DatabaseBusy, ValueRefused
 from imagine.store.query import Query, Row
-from imagine.store.wakeups import Due, Wakeups
+from imagine.store.wakeups import Due, Wakeups, wakeup_channel
 
 T = TypeVar("T")
 logger = logging.getLogger("imagine.store")
@@ -51,16 +51,13 @@ restarting, and the request may be retried."""
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
-def channel(due: Due) -> str:
-    return f"imagine_{due.value}"
-
-
 class PgTx:
-    __slots__ = ("_conn", "announced")
+    __slots__ = ("_conn", "announced", "one_statement")
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, one_statement: bool = False) -> None:
         self._conn = conn
         self.announced: list[Due] = []
+        self.one_statement = one_statement
 
     def announce(self, due: Due) -> None:
         self.announced.append(due)
@@ -147,9 +144,11 @@ class PostgresRunner:
         except asyncpg.DataError as exc:
             raise ValueRefused(exc.__class__.__name__) from exc
 
-    async def write(self, job: Job[T]) -> T:
+    async def write(self, job: Job[T], *, one_statement: bool = False) -> T:
         for attempt in range(_RETRIES + 1):
             try:
+                if one_statement:
+                    return await self._write_alone(job)
                 return await self._write_once(job)
             except _RETRYABLE:
                 if attempt == _RETRIES:
@@ -163,6 +162,17 @@ class PostgresRunner:
                 raise ConstraintViolation(str(exc)) from exc
         raise AssertionError("unreachable")
 
+    async def _write_alone(self, job: Job[T]) -> T:
+        """A job whose write is one statement: that statement is its own transaction
+        (and carries its own NOTIFY; see Tx.one_statement)."""
+        pool = await self._connections()
+        async with pool.acquire() as conn:
+            tx = PgTx(conn, one_statement=True)
+            result = await job(tx)
+        for due in set(tx.announced):
+            self._wakeups.notify(due)
+        return result
+
     async def _write_once(self, job: Job[T]) -> T:
         pool = await self._connections()
         async with pool.acquire() as conn:
@@ -175,7 +185,7 @@ class PostgresRunner:
                 raise
             announced = set(tx.announced)
             # NOTIFY travels with the COMMIT: one round trip, delivered once visible.
-            notify = "".join(f"NOTIFY {channel(due)};" for due in sorted(announced))
+            notify = "".join(f"NOTIFY {wakeup_channel(due)};" for due in sorted(announced))
             await conn.execute(notify + "COMMIT")
         for due in announced:
             self._wakeups.notify(due)
@@ -226,7 +236,7 @@ class Listener:
 
     def _heard(self, _conn: object, _pid: int, name: str, _payload: str) -> None:
         for due in Due:
-            if channel(due) == name:
+            if wakeup_channel(due) == name:
                 self._wakeups.notify(due)
 
     async def _run(self) -> None:
@@ -238,7 +248,7 @@ class Listener:
                 lost = asyncio.Event()
                 conn.add_termination_listener(_setter(lost))
                 for due in Due:
-                    await conn.add_listener(channel(due), self._heard)
+                    await conn.add_listener(wakeup_channel(due), self._heard)
                 self.connected.set()
                 # Anything announced while no one listened is found by looking now.
                 for due in Due:

@@ -20,6 +20,11 @@ class Due(StrEnum):
     """A webhook delivery was queued."""
 
 
+def wakeup_channel(due: Due) -> str:
+    """The PostgreSQL NOTIFY channel of `due`, heard by every process of a fleet."""
+    return f"imagine_{due.value}"
+
+
 class Wakeups:
     def __init__(self) -> None:
         self._waiting: dict[Due, list[asyncio.Event]] = {due: [] for due in Due}

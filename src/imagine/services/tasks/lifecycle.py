@@ -29,18 +29,31 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, and_, bindparam, case, insert, not_, null, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    not_,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.sql.dml import Update
 
 from imagine.services import billing, webhooks
 from imagine.services.tasks.payloads import status_data
-from imagine.states import TaskStatus
+from imagine.states import LedgerKind, TaskStatus
 from imagine.store.db import Tx
 from imagine.store.query import Query
-from imagine.store.schema import tasks
+from imagine.store.schema import accounts, ledger, tasks
 from imagine.store.tasks import TaskRow, TaskView
 from imagine.store.types import UTCDateTime
-from imagine.store.wakeups import Due
+from imagine.store.wakeups import Due, wakeup_channel
 
 IN_PROGRESS = TaskStatus.IN_PROGRESS
 CANCELLED = "cancelled by its owner"
@@ -159,9 +172,68 @@ _insert = Query(
 )
 
 
+# The same in one statement (PostgreSQL, whose writes compose in CTEs): the debit, its
+# ledger row and the task, and the NOTIFY that wakes the workers, in one round trip with
+# no transaction around it, so an account's row lock is held for as short as can be.
+_debit = (
+    update(accounts)
+    .where(accounts.c.id == bindparam("account_id"), accounts.c.balance >= bindparam("credits"))
+    .values(balance=accounts.c.balance - bindparam("credits"), updated_at=_now)
+    .returning(accounts.c.balance)
+    .cte("debit")
+)
+_debited = (
+    insert(ledger)
+    .from_select(
+        ["account_id", "kind", "amount", "balance_after", "task_id", "created_at"],
+        select(
+            bindparam("account_id", type_=ledger.c.account_id.type),
+            literal(LedgerKind.DEBIT, type_=ledger.c.kind.type),
+            -bindparam("credits", type_=ledger.c.amount.type),
+            _debit.c.balance,
+            bindparam("id", type_=ledger.c.task_id.type),
+            _now,
+        ),
+    )
+    .cte("debited")
+)
+_new_task: dict[str, Any] = {
+    **{name: bindparam(name, type_=tasks.c[name].type) for name in _NEW_COLUMNS},
+    "deadline_at": bindparam("deadline_at", type_=UTCDateTime),
+    "status": literal(IN_PROGRESS, type_=tasks.c.status.type),
+    "refunded": literal(False),
+    "attempts": literal(0),
+    "next_check_at": _now,
+    "created_at": _now,
+    "updated_at": _now,
+}
+_stored = (
+    insert(tasks)
+    .from_select(list(_new_task), select(*_new_task.values()).select_from(_debit))
+    .cte("stored")
+)
+_create_at_once = Query(
+    select(_debit.c.balance, func.pg_notify(literal(wakeup_channel(Due.WORK)), literal("")))
+    .add_cte(_debited)
+    .add_cte(_stored)
+)
+
+
 async def create(tx: Tx, task: NewTask, *, now: datetime) -> Applied:
     """Nothing → IN_PROGRESS, due now. Debits the price first: raises
-    InsufficientCredits (and stores nothing) when the balance can't cover it."""
+    InsufficientCredits (and stores nothing) when the balance can't cover it.
+
+    A `tx` of one statement (`Database.write(..., one_statement=True)`, PostgreSQL)
+    does it all in that statement."""
+    if tx.one_statement:
+        params = {name: getattr(task, name) for name in _NEW_COLUMNS}
+        row = await tx.one(
+            _create_at_once, {**params, "deadline_at": now + task.deadline, "now": now}
+        )
+        if row is None:
+            raise await billing.insufficient(tx, task.account_id, task.model, task.credits)
+        tx.announce(Due.WORK)
+        return Applied(task.id, IN_PROGRESS)
     await billing.debit_task(
         tx,
         account_id=task.account_id,

@@ -103,7 +103,8 @@ class TaskService:
             return Created(created.task_id, created.status, replayed=False)
 
         try:
-            return await self._db.write(store)
+            # Without an idempotency key, the create is one statement on PostgreSQL.
+            return await self._db.write(store, one_statement=not idempotency_key)
         except Exception as exc:
             if not (idempotency_key and idempotency.is_conflict(exc)):
                 raise
