@@ -20,8 +20,8 @@ without blocking the loop, and after `busy_wait` seconds the job fails with
 DatabaseBusy. Jobs must not await anything but `tx`; the runner enforces it.
 
 A job may `tx.announce(Due.X)`: once its transaction has committed, `Database.wakeups`
-tells this process's waiters (store/wakeups.py). On PostgreSQL the same COMMIT carries a
-NOTIFY, so waiters in every other process hear of it too (`Database.listen`).
+tells this process's waiters (store/wakeups.py). On PostgreSQL a NOTIFY follows, so
+waiters in every other process hear of it too (`Database.listen`).
 """
 
 from __future__ import annotations
@@ -68,8 +68,7 @@ class Tx(Protocol):
     def one_statement(self) -> bool:
         """True in a PostgreSQL job run with `write(..., one_statement=True)`: there is no
         transaction around the statements, each commits on its own, so the job must make
-        its write one statement (writes compose in CTEs there) and carry its own NOTIFY
-        (`pg_notify`) for other processes; `announce` still wakes this one."""
+        its write one statement (writes compose in CTEs there)."""
         ...
 
 

@@ -6,9 +6,13 @@ its pool pings each connection on checkout (a round trip). Here a read of one st
 is one round trip, a write is BEGIN, its statements and COMMIT; asyncpg prepares each
 statement once per connection and reuses it.
 
-Wake-ups cross processes: a write that announced something sends `NOTIFY imagine_<due>`
-in the same round trip as its COMMIT, so PostgreSQL delivers it exactly when the write is
-visible; every process that listens (`Listener`) wakes its waiters. A listener that loses
+Wake-ups cross processes: once a write that announced something has committed, this
+process sends `NOTIFY imagine_<due>`, and every process that listens (`Listener`) wakes
+its waiters. The NOTIFY is not part of the write: in a transaction it serialises every
+committing writer on PostgreSQL's notification queue lock and cost a third of a create's
+database CPU (measured). It is sent apart instead, at most once per `NOTIFY_SPACING` for
+all the writes of that moment, so a busy API process sends a few hundred a second at
+most and a worker still hears of new work within milliseconds. A listener that loses
 its connection reconnects and wakes everyone once, since it may have missed something;
 polling stays the fallback in any case.
 """
@@ -32,6 +36,9 @@ logger = logging.getLogger("imagine.store")
 _RETRIES = 3
 """Times a write is run again after PostgreSQL aborted it for a deadlock or a
 serialization failure (its transaction rolled back, so running it again is safe)."""
+
+NOTIFY_SPACING = 0.005
+"""Seconds between two NOTIFY of one process; writes in between share the next one."""
 
 _LISTENER_PING = 30.0
 """Seconds between checks that the listener's connection still answers: a connection
@@ -99,6 +106,8 @@ class PostgresRunner:
         self._wakeups = wakeups
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._to_notify: set[Due] = set()
+        self._notifying: asyncio.Task[None] | None = None
         self.connections_opened = 0
         """Connections this process opened so far (the pool reuses them; see
         docs/benchmarks.md for what a worker opens per thousand tasks)."""
@@ -169,8 +178,7 @@ class PostgresRunner:
         async with pool.acquire() as conn:
             tx = PgTx(conn, one_statement=True)
             result = await job(tx)
-        for due in set(tx.announced):
-            self._wakeups.notify(due)
+        self._announce(set(tx.announced))
         return result
 
     async def _write_once(self, job: Job[T]) -> T:
@@ -183,15 +191,35 @@ class PostgresRunner:
             except BaseException:
                 await asyncio.shield(_rollback(conn))
                 raise
-            announced = set(tx.announced)
-            # NOTIFY travels with the COMMIT: one round trip, delivered once visible.
-            notify = "".join(f"NOTIFY {wakeup_channel(due)};" for due in sorted(announced))
-            await conn.execute(notify + "COMMIT")
-        for due in announced:
-            self._wakeups.notify(due)
+            await conn.execute("COMMIT")
+        self._announce(set(tx.announced))
         return result
 
+    def _announce(self, announced: set[Due]) -> None:
+        if not announced:
+            return
+        for due in announced:
+            self._wakeups.notify(due)
+        self._to_notify |= announced
+        if self._notifying is None or self._notifying.done():
+            self._notifying = asyncio.create_task(self._notify(), name="imagine-notify")
+
+    async def _notify(self) -> None:
+        while self._to_notify:
+            dues, self._to_notify = self._to_notify, set()
+            statement = "".join(f"NOTIFY {wakeup_channel(due)};" for due in sorted(dues))
+            try:
+                pool = await self._connections()
+                async with pool.acquire() as conn:
+                    await conn.execute(statement)
+            except Exception as exc:
+                # The other processes find the work on their next poll.
+                logger.debug("NOTIFY failed (%s)", exc.__class__.__name__)
+            await asyncio.sleep(NOTIFY_SPACING)
+
     async def close(self) -> None:
+        if self._notifying is not None:
+            await asyncio.gather(self._notifying, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -34,7 +34,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    func,
     insert,
     literal,
     not_,
@@ -53,7 +52,7 @@ from imagine.store.query import Query
 from imagine.store.schema import accounts, ledger, tasks
 from imagine.store.tasks import TaskRow, TaskView
 from imagine.store.types import UTCDateTime
-from imagine.store.wakeups import Due, wakeup_channel
+from imagine.store.wakeups import Due
 
 IN_PROGRESS = TaskStatus.IN_PROGRESS
 CANCELLED = "cancelled by its owner"
@@ -173,8 +172,8 @@ _insert = Query(
 
 
 # The same in one statement (PostgreSQL, whose writes compose in CTEs): the debit, its
-# ledger row and the task, and the NOTIFY that wakes the workers, in one round trip with
-# no transaction around it, so an account's row lock is held for as short as can be.
+# ledger row and the task in one round trip with no transaction around it, so an
+# account's row lock is held for as short as can be.
 _debit = (
     update(accounts)
     .where(accounts.c.id == bindparam("account_id"), accounts.c.balance >= bindparam("credits"))
@@ -212,11 +211,7 @@ _stored = (
     .from_select(list(_new_task), select(*_new_task.values()).select_from(_debit))
     .cte("stored")
 )
-_create_at_once = Query(
-    select(_debit.c.balance, func.pg_notify(literal(wakeup_channel(Due.WORK)), literal("")))
-    .add_cte(_debited)
-    .add_cte(_stored)
-)
+_create_at_once = Query(select(_debit.c.balance).add_cte(_debited).add_cte(_stored))
 
 
 async def create(tx: Tx, task: NewTask, *, now: datetime) -> Applied:
