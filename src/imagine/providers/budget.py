@@ -171,11 +171,12 @@ class SharedBudget:
     def _fell_back(self, exc: Exception) -> None:
         if self._down_until is None:
             logger.warning(
-                "%s call budget: Redis at IMAGINE_REDIS_URL is unreachable (%s); each "
+                "%s call budget: Redis at IMAGINE_REDIS_URL is unreachable (%s: %s); each "
                 "process now keeps its own budget, so the fleet may exceed the provider's "
-                "limits until Redis is back",
+                "limits until Redis is back; check that Redis is running",
                 self._provider,
                 type(exc).__name__,
+                exc,
             )
         self._down_until = time.monotonic() + RETRY_SHARED_AFTER
 
