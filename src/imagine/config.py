@@ -138,7 +138,10 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="redis://host:6379/0: rate limits shared by every process of a fleet.",
+        description=(
+            "redis://host:6379/0: rate limits and upstream call budgets shared by every "
+            "process of a fleet."
+        ),
     )
     max_result_bytes: int = Field(
         default=200 * 1024 * 1024,

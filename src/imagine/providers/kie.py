@@ -99,7 +99,9 @@ class KieProvider:
         self._webhook_key = (
             settings.webhook_key.get_secret_value().encode() if settings.webhook_key else None
         )
-        self._client = upstream_client(NAME, settings, api_key, context.user_agent)
+        self._client = upstream_client(
+            NAME, settings, api_key, context.user_agent, redis_url=context.settings.redis_url
+        )
         self.trusted_hosts = self._client.trusted_hosts
 
     # -- routing -------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """HTTP to upstream providers: a client per provider, its call budget, and the error
 policy every provider shares (docs/providers.md has it as a table).
 
-The budget is a leaky bucket per operation (aiolimiter): kie.ai allows 10 polls per
-second and 20 creates per 10 seconds per account, and a refused call is not queued
-upstream, so we wait for a slot here rather than spend one on a 429.
+The budget (providers/budget.py) waits for a slot per operation: kie.ai allows 10 polls
+per second and 20 creates per 10 seconds per account, and a refused call is not queued
+upstream, so we wait here rather than spend one on a 429. With IMAGINE_REDIS_URL every
+process of a fleet shares the account's budget.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 
 from imagine.config import SettingsError
 from imagine.metrics import UPSTREAM_CALLS
 from imagine.providers.base import Health, ProviderError
+from imagine.providers.budget import Budget, CallBudget, SharedBudget, account_id
 
 CALLS_AT_ONCE = 16
 """Upstream calls in flight per provider and process."""
@@ -37,20 +38,6 @@ class Unreachable(ProviderError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=True)
-
-
-class Budget:
-    """Upstream call limiters by operation; operations without one are not limited."""
-
-    def __init__(self, rates: Mapping[str, tuple[int, float]]) -> None:
-        self._limiters = {
-            operation: AsyncLimiter(calls, seconds) for operation, (calls, seconds) in rates.items()
-        }
-
-    async def acquire(self, operation: str) -> None:
-        limiter = self._limiters.get(operation)
-        if limiter is not None:
-            await limiter.acquire()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +59,28 @@ class UpstreamSettings(Protocol):
 
 
 def upstream_client(
-    provider: str, settings: UpstreamSettings, api_key: str, user_agent: str
+    provider: str,
+    settings: UpstreamSettings,
+    api_key: str,
+    user_agent: str,
+    *,
+    redis_url: str | None = None,
 ) -> UpstreamClient:
+    """With `redis_url`, the budget is shared by every process that calls this provider
+    with the same API key."""
+    rates = {CREATE: settings.create_rate, POLL: settings.poll_rate}
+    budget: CallBudget = (
+        SharedBudget(redis_url, provider, account_id(api_key), rates)
+        if redis_url
+        else Budget(rates)
+    )
     return UpstreamClient(
         provider,
         settings.base_url,
         api_key,
         user_agent=user_agent,
         timeout=settings.timeout,
-        budget=Budget({CREATE: settings.create_rate, POLL: settings.poll_rate}),
+        budget=budget,
     )
 
 
@@ -97,7 +97,7 @@ class UpstreamClient:
         *,
         user_agent: str,
         timeout: float,
-        budget: Budget,
+        budget: CallBudget,
     ) -> None:
         self.provider = provider
         self.budget = budget
@@ -161,6 +161,7 @@ class UpstreamClient:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+        await self.budget.aclose()
 
 
 def json_object(response: Answer) -> dict[str, Any] | None:

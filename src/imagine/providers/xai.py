@@ -78,7 +78,9 @@ class XaiProvider:
     def __init__(self, settings: XaiSettings, api_key: str, context: ProviderContext) -> None:
         self._settings = settings
         self._context = context
-        self._client = upstream_client(NAME, settings, api_key, context.user_agent)
+        self._client = upstream_client(
+            NAME, settings, api_key, context.user_agent, redis_url=context.settings.redis_url
+        )
         self.trusted_hosts = self._client.trusted_hosts
 
     def refusal(
