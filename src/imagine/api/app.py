@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from starlette.responses import Response
 
 from imagine import __version__
-from imagine.api import admin, callbacks, lists, public, webhooks
+from imagine.api import admin, callbacks, files, lists, public, webhooks
 from imagine.api.admin import CreditGrant, KeyCreate
 from imagine.api.envelope import (
     EDGE_ERRORS,
@@ -99,8 +99,11 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    settings.files_dir.mkdir(parents=True, exist_ok=True)
-    app.mount("/files", StaticFiles(directory=settings.files_dir), name="files")
+    if settings.s3_location is None:
+        settings.files_dir.mkdir(parents=True, exist_ok=True)
+        app.mount("/files", StaticFiles(directory=settings.files_dir), name="files")
+    else:
+        app.include_router(files.router)
     _document_manual_bodies(app, [GenerateRequest, StatusRequest, KeyCreate, CreditGrant])
     return app
 
