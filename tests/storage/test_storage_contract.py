@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from imagine.providers.base import Artifact
 from imagine.storage import LocalStorage, S3Storage, Storage, StorageError
 from tests.support.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer
+from tests.support.server import free_port
 
 SERVER = "https://imagine.test"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -51,9 +53,7 @@ async def _body(storage: Storage, task_id: str, name: str, start: int, end: int)
 
 
 async def test_saved_results_read_back_by_their_urls(storage: Storage) -> None:
-    urls = await storage.save(
-        "tabc123", [Artifact(PNG, "image/png"), Artifact(MP4, "video/mp4")]
-    )
+    urls = await storage.save("tabc123", [Artifact(PNG, "image/png"), Artifact(MP4, "video/mp4")])
     assert urls == [f"{SERVER}/files/tabc123/0.png", f"{SERVER}/files/tabc123/1.mp4"]
     assert all(storage.is_own(url) for url in urls)
     assert await storage.read(urls[0]) == PNG
@@ -101,7 +101,8 @@ async def test_a_public_bucket_gives_bucket_urls_that_are_still_ours(
     assert storage.is_own(f"{SERVER}/files/tpub1/0.png")
     assert not storage.is_own(f"{public}/other/tpub1/0.png")
     assert await storage.read(url) == PNG
-    fetched = httpx.get(url)
+    async with httpx.AsyncClient() as client:
+        fetched = await client.get(url)
     assert fetched.content == PNG
     assert fetched.headers["content-type"] == "image/png"
     assert moto.object(bucket, "results/v1/tpub1/0.png") == (PNG, "image/png")
@@ -110,8 +111,6 @@ async def test_a_public_bucket_gives_bucket_urls_that_are_still_ours(
 async def test_an_unreachable_bucket_fails_the_save_without_naming_secrets(
     credentials: None,
 ) -> None:
-    from tests.support.server import free_port
-
     storage = S3Storage.connect(
         "nowhere",
         "",
@@ -130,8 +129,6 @@ async def test_an_unreachable_bucket_fails_the_save_without_naming_secrets(
 async def test_presigning_gives_a_fresh_url_to_a_private_bucket(
     moto: MotoServer, bucket: str, credentials: None
 ) -> None:
-    from datetime import timedelta
-
     storage = _s3(moto, bucket, presign=timedelta(minutes=5))
     [url] = await storage.save("tsig1", [Artifact(PNG, "image/png")])
     # What is stored is our own URL, which never expires; the signature is made per request.
@@ -141,6 +138,8 @@ async def test_presigning_gives_a_fresh_url_to_a_private_bucket(
     assert signed.startswith(f"{moto.url}/{bucket}/results/v1/tsig1/0.png?")
     assert "X-Amz-Expires=300" in signed
     assert SECRET_ACCESS_KEY not in signed
-    assert httpx.get(signed).content == PNG
-    assert httpx.get(f"{moto.url}/{bucket}/results/v1/tsig1/0.png").status_code == 403
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(signed)).content == PNG
+        unsigned = await client.get(f"{moto.url}/{bucket}/results/v1/tsig1/0.png")
+        assert unsigned.status_code == 403
     assert await _s3(moto, bucket).redirect("tsig1", "0.png") is None
