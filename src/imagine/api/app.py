@@ -217,6 +217,12 @@ def _files_operation() -> dict[str, Any]:
                 "content": {**dict.fromkeys(CONTENT_TYPES, stored), "multipart/byteranges": stored},
             },
             "304": {"description": "Not modified (If-None-Match or If-Modified-Since)"},
+            "307": {
+                "description": "Results in a private bucket: Location is a URL signed just now",
+                "headers": {
+                    "Location": {"description": "The presigned URL.", "schema": {"type": "string"}}
+                },
+            },
             "400": {
                 "description": "A Range header that can't be read, or a path no file can have",
                 "content": {**envelope, **text},
@@ -224,6 +230,7 @@ def _files_operation() -> dict[str, Any]:
             "404": {"description": "No such file", "content": envelope},
             "413": {"description": "The body is over the size limit", "content": envelope},
             "416": {"description": "A range outside the file", "content": text},
+            "503": {"description": "The result bucket is not answering", "content": envelope},
             "431": {
                 "description": "Headers and URL are over their size limit",
                 "content": envelope,
