@@ -88,12 +88,10 @@ def _with_providers(
     """Build the configured providers (exit 2 with one line if they can't run) and use them."""
     from imagine.fetch import Fetcher
     from imagine.runtime import USER_AGENT, providers_for
-    from imagine.storage import LocalStorage
+    from imagine.storage import build_storage
 
     async def run() -> T:
-        fetcher = Fetcher.from_settings(
-            LocalStorage(settings.files_dir, public_url), settings, USER_AGENT
-        )
+        fetcher = Fetcher.from_settings(build_storage(settings, public_url), settings, USER_AGENT)
         try:
             router = providers_for(settings, public_url, fetcher)
             try:

@@ -8,13 +8,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from limits import RateLimitItem, parse
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imagine import catalog
 from imagine.webhooks import parse_schedule
 
 _PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*(?:\.\d+)?)\s*s?\s*$")
 
 
@@ -56,6 +64,20 @@ def parse_routes(value: Any) -> dict[str, tuple[str, ...]]:
                 raise ValueError(f"{model}: {name!r} is not a provider name")
         table[full] = chosen
     return table
+
+
+def parse_s3_url(value: str) -> tuple[str, str]:
+    """`s3://bucket/prefix` as (bucket, prefix); the prefix may be empty."""
+    scheme, _, rest = value.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme != "s3":
+        raise ValueError("use a folder path or s3://bucket/prefix")
+    if not _BUCKET.match(bucket):
+        raise ValueError(f"{bucket!r} is not a bucket name; use s3://bucket/prefix")
+    prefix = prefix.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise ValueError("the prefix can't have empty, . or .. parts")
+    return bucket, prefix
 
 
 def parse_rate(value: Any) -> tuple[int, float]:
@@ -147,6 +169,30 @@ class Settings(BaseSettings):
         default=200 * 1024 * 1024,
         ge=1024,
         description="Largest result the server copies from an upstream provider.",
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="Where results are stored: a folder (default <data_dir>/files) or "
+        "s3://bucket/prefix for an S3-compatible bucket (credentials: AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY).",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible store, e.g. http://minio:9000; default AWS.",
+    )
+    s3_region: str | None = Field(
+        default=None, description="Region of the bucket; default AWS_REGION or us-east-1."
+    )
+    storage_public_url: str | None = Field(
+        default=None,
+        description="Base URL of a public bucket: result URLs become "
+        "<this>/<prefix>/<task_id>/<name>, fetched from the bucket directly.",
+    )
+    storage_presign_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Serve /files/... by a redirect to a presigned bucket URL valid this long.",
     )
     preview_delay: float = Field(
         default=1.0, ge=0, le=3600, description="Seconds the preview engine takes per task."
@@ -261,6 +307,46 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url_is_supported(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if "://" in value:
+            parse_s3_url(value)
+        return value
+
+    @field_validator("s3_endpoint_url", "storage_public_url")
+    @classmethod
+    def _storage_urls_are_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")) or "@" in value:
+            raise ValueError(
+                "must be an http:// or https:// URL (credentials go in AWS_* variables)"
+            )
+        return value.rstrip("/")
+
+    @field_validator("storage_public_url", "storage_presign_seconds")
+    @classmethod
+    def _bucket_modes_need_a_bucket(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            return None
+        if info.data.get("storage_url") is None or "://" not in info.data["storage_url"]:
+            raise ValueError("needs IMAGINE_STORAGE_URL=s3://bucket/prefix")
+        if info.field_name == "storage_presign_seconds" and info.data.get("storage_public_url"):
+            raise ValueError(
+                "choose one: a public bucket (IMAGINE_STORAGE_PUBLIC_URL) or presigning"
+            )
+        return value
+
+    @property
+    def s3_location(self) -> tuple[str, str] | None:
+        """(bucket, prefix) when results go to a bucket; None for a local folder."""
+        if self.storage_url is None or "://" not in self.storage_url:
+            return None
+        return parse_s3_url(self.storage_url)
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -269,6 +355,9 @@ class Settings(BaseSettings):
 
     @property
     def files_dir(self) -> Path:
+        """The folder of local results (IMAGINE_STORAGE_URL when it names one)."""
+        if self.storage_url is not None and "://" not in self.storage_url:
+            return Path(self.storage_url)
         return self.data_dir / "files"
 
 

@@ -35,7 +35,7 @@ from imagine.netguard import (
 )
 from imagine.providers.base import Artifact, ProviderError
 from imagine.providers.media import sniff_content_type
-from imagine.storage import LocalStorage
+from imagine.storage import Storage, StorageError
 
 _MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -73,7 +73,7 @@ class FetchLimits:
 class Fetcher:
     def __init__(
         self,
-        storage: LocalStorage,
+        storage: Storage,
         *,
         user_agent: str,
         allow_private: bool,
@@ -99,7 +99,7 @@ class Fetcher:
         self._per_account: Counter[str] = Counter()
 
     @classmethod
-    def from_settings(cls, storage: LocalStorage, settings: Settings, user_agent: str) -> Fetcher:
+    def from_settings(cls, storage: Storage, settings: Settings, user_agent: str) -> Fetcher:
         return cls(
             storage,
             user_agent=user_agent,
@@ -126,12 +126,15 @@ class Fetcher:
 
     def is_own_url(self, url: str) -> bool:
         """One of our result URLs: read from storage, never fetched."""
-        return self._storage.local_path(url) is not None
+        return self._storage.is_own(url)
 
     async def source_image(self, url: str, account_id: str) -> bytes:
         """A source image's bytes: from our storage when it is one of our URLs."""
-        if self._storage.local_path(url) is not None:
-            data = await self._storage.read(url)
+        if self._storage.is_own(url):
+            try:
+                data = await self._storage.read(url)
+            except StorageError as exc:
+                raise ProviderError(exc.args[0], retryable=True) from None
             if data is None:
                 raise ProviderError(f"the source {url} no longer exists", retryable=False)
             return data

@@ -9,7 +9,7 @@ from imagine.providers.base import ProviderContext
 from imagine.providers.registry import ProviderRouter, build_router
 from imagine.services.ratelimit import GENERATE, STATUS, RateLimiter
 from imagine.services.tasks.service import TaskService
-from imagine.storage import LocalStorage
+from imagine.storage import build_storage
 from imagine.store.db import Database
 from imagine.store.migrate import upgrade
 from imagine.webhook_sender import WebhookSender
@@ -44,7 +44,7 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.files_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.resolved_database_url)
-        self.storage = LocalStorage(settings.files_dir, public_url)
+        self.storage = build_storage(settings, public_url)
         self.fetcher = Fetcher.from_settings(self.storage, settings, USER_AGENT)
         self.router = providers_for(settings, public_url, self.fetcher)
         self.webhooks = WebhookSender(

@@ -41,7 +41,7 @@ from imagine.services.tasks import lifecycle
 from imagine.services.tasks.lifecycle import Lease, Refused, Result
 from imagine.services.tasks.sources import source_task
 from imagine.states import TaskStatus
-from imagine.storage import LocalStorage
+from imagine.storage import Storage
 from imagine.store import tasks as repo
 from imagine.store.db import Database, Tx
 from imagine.store.tasks import TaskRow
@@ -69,7 +69,7 @@ class Worker:
         self,
         db: Database,
         router: ProviderRouter,
-        storage: LocalStorage,
+        storage: Storage,
         fetcher: Fetcher,
         *,
         concurrency: int,

@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from starlette.responses import Response
 
 from imagine import __version__
-from imagine.api import admin, callbacks, lists, public, webhooks
+from imagine.api import admin, callbacks, files, lists, public, webhooks
 from imagine.api.admin import CreditGrant, KeyCreate
 from imagine.api.envelope import (
     EDGE_ERRORS,
@@ -99,8 +99,11 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    settings.files_dir.mkdir(parents=True, exist_ok=True)
-    app.mount("/files", StaticFiles(directory=settings.files_dir), name="files")
+    if settings.s3_location is None:
+        settings.files_dir.mkdir(parents=True, exist_ok=True)
+        app.mount("/files", StaticFiles(directory=settings.files_dir), name="files")
+    else:
+        app.include_router(files.router)
     _document_manual_bodies(app, [GenerateRequest, StatusRequest, KeyCreate, CreditGrant])
     return app
 
@@ -214,6 +217,12 @@ def _files_operation() -> dict[str, Any]:
                 "content": {**dict.fromkeys(CONTENT_TYPES, stored), "multipart/byteranges": stored},
             },
             "304": {"description": "Not modified (If-None-Match or If-Modified-Since)"},
+            "307": {
+                "description": "Results in a private bucket: Location is a URL signed just now",
+                "headers": {
+                    "Location": {"description": "The presigned URL.", "schema": {"type": "string"}}
+                },
+            },
             "400": {
                 "description": "A Range header that can't be read, or a path no file can have",
                 "content": {**envelope, **text},
@@ -221,6 +230,7 @@ def _files_operation() -> dict[str, Any]:
             "404": {"description": "No such file", "content": envelope},
             "413": {"description": "The body is over the size limit", "content": envelope},
             "416": {"description": "A range outside the file", "content": text},
+            "503": {"description": "The result bucket is not answering", "content": envelope},
             "431": {
                 "description": "Headers and URL are over their size limit",
                 "content": envelope,
