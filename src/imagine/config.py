@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default sqlite+aiosqlite:///<data_dir>/imagine.db. "
         "PostgreSQL: postgresql+asyncpg://user@host/db.",
     )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=500,
+        description="PostgreSQL connections one process keeps at most (opened as needed, "
+        "kept while in use); every process of a fleet holds its own.",
+    )
     public_url: str | None = Field(
         default=None,
         description="Base of result URLs, e.g. https://imagine.example.com. "

@@ -43,7 +43,7 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.files_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(settings.resolved_database_url)
+        self.db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
         self.storage = build_storage(settings, public_url)
         self.fetcher = Fetcher.from_settings(self.storage, settings, USER_AGENT)
         self.router = providers_for(settings, public_url, self.fetcher)
@@ -87,6 +87,8 @@ class Runtime:
     async def start(self, *, run_worker: bool) -> None:
         await upgrade(self.db)
         if run_worker:
+            # Tasks created by other processes wake this worker at once (PostgreSQL).
+            await self.db.listen()
             self.worker.start()
             self.webhooks.start()
 

@@ -98,10 +98,12 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self._refreshing: dict[str, asyncio.Task[TaskRow | None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._started = False
 
     # -- running ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self._started = True
         self._loop_task = asyncio.create_task(self.run(), name="imagine-worker")
 
     async def run(self) -> None:
@@ -163,9 +165,17 @@ class Worker:
 
         Returns the task as it stands afterwards, or None when nothing was refreshed in time
         (the refresh goes on in the background and its result is kept).
+
+        In a process that runs this worker, the refresh is a whole step (submit, poll,
+        copy the results). In one that doesn't (`serve --no-worker`), it is at most one
+        upstream status query of a task already sent, to a provider whose poll is one
+        (`polls_remotely`); anything heavier, rendering or copying results, is handed to a
+        worker at once (`lifecycle.hand_over`, which wakes one).
         """
         if self._refresh_timeout <= 0 or self._stopping:
             return None
+        if not self._started and not self._remote_polling:
+            return None  # nothing here can be settled by a status query
         running = self._refreshing.get(task_id)
         if running is None:
             running = asyncio.create_task(self._refresh_once(task_id))
@@ -176,8 +186,13 @@ class Worker:
         except TimeoutError:
             return None
 
+    @property
+    def _remote_polling(self) -> bool:
+        return any(provider.polls_remotely for provider in self._router.providers())
+
     async def _refresh_once(self, task_id: str) -> TaskRow | None:
         now = utc_now()
+        light = not self._started
         claimed = await self._db.write(
             lambda tx: lifecycle.claim_for_refresh(
                 tx,
@@ -186,12 +201,57 @@ class Worker:
                 now=now,
                 lease_until=now + self._lease,
                 checked_before=now - self._refresh_interval,
+                sent_only=light,
             )
         )
         if isinstance(claimed, Refused):
             return None
-        await self._advance(claimed)
+        if light:
+            await self._query_once(claimed)
+        else:
+            await self._advance(claimed)
         return await self._db.read(lambda tx: repo.get_task(tx, task_id))
+
+    async def _query_once(self, task: TaskRow) -> None:
+        """The refresh of a process that runs no worker: one status query, its answer
+        kept; a success is handed to a worker to copy the results."""
+        try:
+            provider = self._router.get(task.provider)
+        except UnknownProvider:
+            provider = None
+        if provider is None or not provider.polls_remotely:
+            await self._write(
+                lambda tx: lifecycle.hand_over(
+                    tx, self._hold(task), results_to_copy=None, now=utc_now()
+                )
+            )
+            return
+        try:
+            job = await self._job(task)
+            outcome = await self._poll(task, provider, job)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(task))
+            raise
+        except TimeoutError:
+            await self._release(task)  # the worker's next look decides; no error counted
+            return
+        except ProviderError as exc:
+            await self._on_error(task, provider, job, exc)
+            return
+        except Exception:
+            await self._unexpected(task)
+            return
+        if isinstance(outcome, Succeeded):
+            remote = [result.url for result in outcome.results if isinstance(result, Remote)]
+            urls = remote if remote and len(remote) == len(outcome.results) else None
+            # Results given inline (not as URLs) are asked for again by the worker.
+            await self._write(
+                lambda tx: lifecycle.hand_over(
+                    tx, self._hold(task), results_to_copy=urls, now=utc_now()
+                )
+            )
+            return
+        await self._settle(task, provider, job, outcome)
 
     # -- one step of one task ---------------------------------------------------------
 

@@ -148,6 +148,9 @@ SourceLoader = Callable[[str, str], Awaitable[bytes]]
 class Provider(Protocol):
     name: str
     engine: Literal["preview", "ai"]
+    polls_remotely: bool
+    """Whether `poll` is one status query to an upstream service (kie, xAI), cheap enough
+    for an API process's inline refresh; not when it renders or computes here."""
     models: frozenset[str]
     """The models it can serve at all; routing never sends it any other."""
     trusted_hosts: frozenset[str]

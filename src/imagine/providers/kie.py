@@ -81,6 +81,7 @@ class KieSettings(BaseSettings):
 class KieProvider:
     name = NAME
     engine: Literal["preview", "ai"] = "ai"
+    polls_remotely = True
     models = frozenset(catalog.MODELS)
 
     def __init__(self, settings: KieSettings, api_key: str, context: ProviderContext) -> None:

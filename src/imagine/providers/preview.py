@@ -39,6 +39,7 @@ VIDEO_SECONDS = 3.0
 class PreviewProvider:
     name = "preview"
     engine: Literal["preview", "ai"] = "preview"
+    polls_remotely = False
     models = frozenset(catalog.MODELS)
     trusted_hosts: frozenset[str] = frozenset()
 

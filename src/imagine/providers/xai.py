@@ -73,6 +73,7 @@ class XaiSettings(BaseSettings):
 class XaiProvider:
     name = NAME
     engine: Literal["preview", "ai"] = "ai"
+    polls_remotely = True
     models = frozenset({catalog.TEXT_TO_IMAGE, catalog.TEXT_TO_VIDEO, catalog.IMAGE_TO_VIDEO})
 
     def __init__(self, settings: XaiSettings, api_key: str, context: ProviderContext) -> None:

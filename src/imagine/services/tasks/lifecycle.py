@@ -294,6 +294,24 @@ _claim_for_refresh = _claim(
 )
 
 
+# An API process that runs no worker refreshes only what one upstream status query can
+# settle: a task already sent, whose results are not waiting to be copied.
+_claim_sent_for_refresh = _claim(
+    select(tasks.c.id).where(
+        _this_task,
+        _unfinished,
+        tasks.c.attempts == 0,
+        _unleased,
+        tasks.c.upstream_id.is_not(None),
+        tasks.c.results_to_copy.is_(None),
+        or_(
+            tasks.c.checked_at.is_(None),
+            tasks.c.checked_at <= bindparam("checked_before", type_=UTCDateTime),
+        ),
+    )
+)
+
+
 async def claim_due(
     tx: Tx, *, worker_id: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[TaskRow]:
@@ -314,11 +332,14 @@ async def claim_for_refresh(
     now: datetime,
     lease_until: datetime,
     checked_before: datetime,
+    sent_only: bool = False,
 ) -> TaskRow | Refused:
     """IN_PROGRESS, unleased, not backing off after an error and not asked since
-    `checked_before` → IN_PROGRESS, leased: due or not (the status call's refresh)."""
+    `checked_before` → IN_PROGRESS, leased: due or not (the status call's refresh).
+    `sent_only`: only a task already sent upstream whose results are not waiting to be
+    copied (the refresh of a process that runs no worker)."""
     rows = await tx.all(
-        _claim_for_refresh,
+        _claim_sent_for_refresh if sent_only else _claim_for_refresh,
         {
             "task_id": task_id,
             "worker_id": worker_id,
@@ -497,6 +518,26 @@ async def renew_lease(tx: Tx, lease: Lease, *, until: datetime) -> Result:
 
 
 _release = _leased_update(**_released)
+_hand_over = _leased_update(
+    results_to_copy=bindparam("results_to_copy"),
+    next_check_at=_now,
+    updated_at=_now,
+    **_released,
+)
+
+
+async def hand_over(
+    tx: Tx, lease: Lease, *, results_to_copy: list[str] | None, now: datetime
+) -> Result:
+    """IN_PROGRESS, held → IN_PROGRESS, unleased and due now, for a worker to go on with
+    (an API process that runs no worker learnt the task is done upstream; copying the
+    results, `results_to_copy` when they are URLs, is a worker's job)."""
+    result = await _leased(
+        tx, "hand_over", _hand_over, lease, results_to_copy=results_to_copy, now=now
+    )
+    if isinstance(result, Applied):
+        tx.announce(Due.WORK)
+    return result
 
 
 async def release(tx: Tx, lease: Lease) -> Result:
