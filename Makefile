@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 ARGS ?=
 
-.PHONY: serve test chaos check lint typecheck imports bench install
+.PHONY: serve test test-postgres chaos check lint typecheck imports bench install
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -35,6 +35,18 @@ check: lint typecheck imports
 
 test: check
 	$(UV) run --frozen pytest -n 2 $(ARGS)
+
+# The API suite again with every test server on its own PostgreSQL database (the
+# machine's, at IMAGINE_TEST_POSTGRES); tests of engine-free code, of the SQLite file
+# itself, or that already run on both engines are left out.
+POSTGRES_PASS_SKIPS := --ignore=tests/test_architecture.py --ignore=tests/test_media.py \
+	--ignore=tests/test_rules.py --ignore=tests/test_fetch_safety.py \
+	--ignore=tests/test_deploy_files.py --ignore=tests/test_lifecycle.py \
+	--ignore=tests/test_ledger_properties.py --ignore=tests/test_migrations.py \
+	--ignore=tests/storage/test_storage_contract.py
+
+test-postgres: install
+	IMAGINE_TEST_ENGINE=postgres $(UV) run --frozen pytest -n 2 $(POSTGRES_PASS_SKIPS) $(ARGS)
 
 chaos: install
 	$(UV) run --frozen pytest -n 2 -m chaos tests/chaos $(ARGS)

@@ -166,13 +166,15 @@ def service_env(admin_token: str) -> dict[str, str]:
 
 @contextmanager
 def running(
-    command: list[str], *, core: int, env: dict[str, str], log: Path
+    command: list[str], *, core: int | None, env: dict[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A pinned child process, always stopped (SIGTERM, then SIGKILL) when the block ends."""
+    """A child process (pinned to `core` unless None), always stopped (SIGTERM, then
+    SIGKILL) when the block ends."""
     with open(log, "wb") as out:
         # A session of its own: Ctrl-C reaches only us, and we stop the child in order.
+        pinned = command if core is None else ["taskset", "-c", str(core), *command]
         proc = subprocess.Popen(
-            ["taskset", "-c", str(core), *command],
+            pinned,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -10,6 +10,19 @@ from tests.support.api import new_key
 from tests.support.server import ServerProcess
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    databases.drop_server_databases()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if databases.ENGINE != "postgres":
+        return
+    skip = pytest.mark.skip(reason="about the SQLite file itself (IMAGINE_TEST_ENGINE=postgres)")
+    for item in items:
+        if item.get_closest_marker("sqlite_only"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One shared server on the embedded default; tests isolate by using their own keys."""

@@ -83,7 +83,7 @@ def test_task_past_its_deadline_fails_and_is_refunded(make_server: Any) -> None:
     assert data["error_message"] == "the task did not finish within 1 seconds"
     assert data["consumed_credits"] == 0
     assert balance(server.url, key) == 30
-    assert ledger_problems(server.data_dir / "imagine.db") == []
+    assert ledger_problems(server.database) == []
 
 
 class TestSourceDownloadFailures:
@@ -103,7 +103,7 @@ class TestSourceDownloadFailures:
             )
             data = wait_done(server.url, key, task_id)
         assert balance(server.url, key) == 24
-        assert ledger_problems(server.data_dir / "imagine.db") == []
+        assert ledger_problems(server.database) == []
         return data
 
     def test_missing_image(self, make_server: Any) -> None:
@@ -124,4 +124,4 @@ def test_successful_task_keeps_its_charge(server: ServerProcess) -> None:
     assert data["status"] == "SUCCESS"
     assert data["consumed_credits"] == 5
     assert balance(server.url, key) == 0
-    assert ledger_problems(server.data_dir / "imagine.db") == []
+    assert ledger_problems(server.database) == []

@@ -54,7 +54,7 @@ def test_cancelling_a_task_kie_has_started_keeps_its_credits(tmp_path: Path) -> 
             key = new_key(server.url, credits=100)["key"]
             task_id = create_task(server.url, key, text_to_image("started"))
             # Cancel once the upstream id is stored, as the worker does right after kie answers.
-            database = tmp_path / "kie" / "imagine.db"
+            database = server.database
             deadline = time.monotonic() + 120
             stored = (
                 f"SELECT COUNT(*) FROM tasks WHERE id = '{task_id}' AND upstream_id IS NOT NULL"

@@ -23,7 +23,7 @@ def test_tasks_in_flight_finish_after_a_kill(tmp_path: Path) -> None:
     spent = sum(5 if i % 3 != 1 else 24 for i in range(18))
     first.kill()
 
-    database = tmp_path / "data" / "imagine.db"
+    database = first.database
     unfinished = query(database, "SELECT COUNT(*) FROM tasks WHERE status = 'IN_PROGRESS'")
     assert unfinished[0][0] > 0, "the kill came too late to prove anything"
 
@@ -49,11 +49,9 @@ def test_killed_during_claims_with_the_worker_busy(tmp_path: Path) -> None:
         for i in range(12)
     ]
     first.kill()
-    unfinished = query(
-        tmp_path / "busy" / "imagine.db", "SELECT COUNT(*) FROM tasks WHERE status = 'IN_PROGRESS'"
-    )
+    unfinished = query(first.database, "SELECT COUNT(*) FROM tasks WHERE status = 'IN_PROGRESS'")
     assert unfinished[0][0] > 0, "the kill came too late to prove anything"
     with ServerProcess(tmp_path / "busy", env, port=first.port) as second:
         for task_id in acknowledged:
             assert wait_done(second.url, key, task_id, timeout=120)["status"] == "SUCCESS"
-    assert ledger_problems(tmp_path / "busy" / "imagine.db") == []
+    assert ledger_problems(first.database) == []

@@ -23,3 +23,7 @@ FAILOVERS = Counter(
 CALLBACKS = Counter(
     "imagine_upstream_callbacks_total", "Upstream callbacks received.", ["provider", "outcome"]
 )
+DATABASE_CONNECTIONS_OPENED = Counter(
+    "imagine_database_connections_opened_total",
+    "PostgreSQL connections this process opened (its pool reuses them).",
+)

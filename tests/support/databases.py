@@ -14,6 +14,30 @@ import asyncpg
 import pytest
 
 ADMIN_URL = os.environ.get("IMAGINE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+ENGINE = os.environ.get("IMAGINE_TEST_ENGINE", "sqlite")
+"""The engine test servers run on unless a test picks one: `sqlite` (the embedded
+default) or `postgres` (`make test-postgres`: the API suite again, on PostgreSQL)."""
+if ENGINE not in ("sqlite", "postgres"):
+    raise SystemExit(f"IMAGINE_TEST_ENGINE={ENGINE!r}: use sqlite or postgres")
+
+_for_data_dir: dict[Path, str] = {}
+
+
+def database_of(data_dir: Path) -> str | None:
+    """On the PostgreSQL pass, the database of a test server's data dir (one per data
+    dir, so a server restarted on it finds its tasks); None on SQLite."""
+    if ENGINE != "postgres":
+        return None
+    key = data_dir.resolve()
+    if key not in _for_data_dir:
+        _for_data_dir[key] = create_postgres_database()
+    return _for_data_dir[key]
+
+
+def drop_server_databases() -> None:
+    while _for_data_dir:
+        _, url = _for_data_dir.popitem()
+        drop_postgres_database(url)
 
 
 def _base() -> str:

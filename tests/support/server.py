@@ -13,6 +13,7 @@ from typing import BinaryIO, Self
 
 import httpx
 
+from tests.support.databases import database_of, sqlalchemy_url
 from tests.support.running import Running
 
 ADMIN_TOKEN = "test-admin-token"
@@ -39,6 +40,15 @@ class ServerProcess(Running):
             "IMAGINE_LOG_LEVEL": "warning",
             **(env or {}),
         }
+        self.database: Path | str = data_dir / "imagine.db"
+        """Where the server keeps its data, for tests that read it directly."""
+        if "IMAGINE_DATABASE_URL" in self.env:
+            self.database = self.env["IMAGINE_DATABASE_URL"].replace("+asyncpg", "")
+        else:
+            url = database_of(data_dir)
+            if url is not None:
+                self.env["IMAGINE_DATABASE_URL"] = sqlalchemy_url(url)
+                self.database = url
         self.log_path = data_dir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.no_worker = False

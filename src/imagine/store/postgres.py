@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from imagine.metrics import DATABASE_CONNECTIONS_OPENED
 from imagine.store.errors import ConstraintViolation, DatabaseBusy, ValueRefused
 from imagine.store.query import Query, Row
 from imagine.store.wakeups import Due, Wakeups, wakeup_channel
@@ -132,6 +133,7 @@ class PostgresRunner:
 
     async def _opened(self, _connection: asyncpg.Connection) -> None:
         self.connections_opened += 1
+        DATABASE_CONNECTIONS_OPENED.inc()
 
     async def read(self, job: Job[T], *, snapshot: bool) -> T:
         try:
