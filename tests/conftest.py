@@ -58,8 +58,8 @@ def engine_server(
 ) -> Iterator[tuple[ServerProcess, str | Path]]:
     """A server on each database engine, with the handle tests use to read it directly."""
     data_dir = tmp_path / "engine"
-    env: dict[str, str] = {}
     database: str | Path = data_dir / "imagine.db"
+    env = {"IMAGINE_DATABASE_URL": f"sqlite+aiosqlite:///{database.resolve()}"}
     if request.param == "postgres":
         url = databases.create_postgres_database()
         env["IMAGINE_DATABASE_URL"] = databases.sqlalchemy_url(url)

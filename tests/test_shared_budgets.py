@@ -156,7 +156,7 @@ def test_a_fleet_of_workers_keeps_one_create_budget_for_the_kie_account(
             ids = [create_task(api.url, key, text_to_image(f"fleet {n}")) for n in range(12)]
             unfinished = "SELECT COUNT(*) FROM tasks WHERE status = 'IN_PROGRESS'"
             deadline = time.monotonic() + 240
-            while query(data_dir / "imagine.db", unfinished) != [(0,)]:
+            while query(api.database, unfinished) != [(0,)]:
                 for worker in workers:
                     assert worker.running(), worker.log()
                 assert time.monotonic() < deadline, [worker.log() for worker in workers]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
@@ -139,18 +140,48 @@ def test_status_needs_a_key(server: ServerProcess) -> None:
     assert answer.json()["data"] is None
 
 
-def test_status_refreshes_from_the_provider_without_a_worker(tmp_path: Any) -> None:
-    """With the worker off, the status call alone carries a task to SUCCESS: it asks the
-    provider once more before replying, as the API document says."""
+def test_without_a_worker_the_status_call_renders_nothing(tmp_path: Any) -> None:
+    """`serve --no-worker` does no worker work: polling a preview task leaves it in
+    progress with no file made; a worker started on the same database finishes it."""
     from tests.support.server import ServerProcess as Server
+    from tests.support.worker import WorkerProcess
 
-    server = Server(tmp_path / "noworker", {"IMAGINE_PREVIEW_DELAY": "0"})
+    server = Server(tmp_path / "api", {"IMAGINE_PREVIEW_DELAY": "0"})
     server.no_worker = True
     with server:
         key = new_key(server.url)["key"]
         task_id = create_task(server.url, key, text_to_image())
-        data = wait_done(server.url, key, task_id, timeout=30)
-        assert data["status"] == "SUCCESS"
+        for _ in range(5):
+            assert status(server.url, key, task_id).json()["data"]["status"] == "IN_PROGRESS"
+            time.sleep(0.2)
+        assert not (tmp_path / "api" / "files" / task_id).exists()
+        with WorkerProcess(tmp_path / "worker", server.worker_env()):
+            assert wait_done(server.url, key, task_id, timeout=60)["status"] == "SUCCESS"
+
+
+def test_without_a_worker_the_status_call_asks_the_provider_once_and_hands_over(
+    tmp_path: Any,
+) -> None:
+    """The inline refresh of `serve --no-worker` is one upstream status query; the
+    results it learns of are copied by a worker, woken at once."""
+    from tests.support.fake_kie import FakeKie
+    from tests.support.server import ServerProcess as Server
+    from tests.support.upstreams import kie_env, metric_total
+    from tests.support.worker import WorkerProcess
+
+    with FakeKie(task_seconds=0, callbacks=False) as kie:
+        server = Server(tmp_path / "api", kie_env(kie, IMAGINE_PROVIDER="kie"))
+        server.no_worker = True
+        with server, WorkerProcess(tmp_path / "worker", server.worker_env()):
+            key = new_key(server.url)["key"]
+            task_id = create_task(server.url, key, text_to_image())
+            data = wait_done(server.url, key, task_id, timeout=90)
+            assert data["status"] == "SUCCESS"
+            calls = "imagine_upstream_calls_total"
+            assert metric_total(server, calls, operation="create") == 0
+            assert metric_total(server, calls, operation="poll") >= 1, "no inline status query"
+            url = data["response"]["resultUrls"][0]
+            assert httpx.get(url).status_code == 200
 
 
 def test_bad_key_is_told_before_a_bad_task_id(server: ServerProcess) -> None:

@@ -30,8 +30,8 @@ def bare_key(bare_server: ServerProcess) -> str:
 
 @pytest.fixture(scope="session")
 def quiet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server without a background worker (the admin API on): a task advances only when
-    its owner polls it, through the status call's inline refresh."""
+    """A server without a background worker (the admin API on): tasks advance only while
+    a separate worker runs on its database (`worker_env`)."""
     running = ServerProcess(tmp_path_factory.mktemp("quiet"), {"IMAGINE_PREVIEW_DELAY": "0"})
     running.no_worker = True
     with running:

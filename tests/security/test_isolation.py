@@ -1,9 +1,10 @@
 """Another account's task answers exactly like a task that does not exist, everywhere a
 task id is taken, and no list shows another account's tasks.
 
-One server without a background worker: a task advances only when its owner polls it
-(the status call's inline refresh), so the other account's in-progress task stays in
-progress for as long as the test needs, whatever the other account tries on it.
+One `serve --no-worker` server: a separate worker finishes the tasks the probes need
+finished and is stopped before the in-progress task is created, which then stays in
+progress for as long as the test needs (an API process alone renders nothing), whatever
+the other account tries on it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tests.support.api import (
     wait_done,
 )
 from tests.support.server import ServerProcess
+from tests.support.worker import WorkerProcess
 
 T2I = "grok-imagine/text-to-image"
 T2V = "grok-imagine/text-to-video"
@@ -58,6 +60,7 @@ def _cancel(server: ServerProcess, key: str, task_id: str) -> httpx.Response:
 @pytest.fixture(scope="module")
 def world(quiet_server: ServerProcess) -> World:
     server = quiet_server
+    worker = WorkerProcess(server.data_dir / "worker", server.worker_env()).start()
     owner = new_key(server.url, name="owner")["key"]
     prober = new_key(server.url, name="prober")["key"]
     image = generate(
@@ -82,12 +85,15 @@ def world(quiet_server: ServerProcess) -> World:
         {**text_to_image("hooked"), "callback_url": "https://hooks.example.invalid/owner"},
     )
     assert _cancel(server, owner, tasks["failed image"]).status_code == 200
-    for name in ("finished image", "video", "with a webhook"):
-        assert wait_done(server.url, owner, tasks[name])["status"] == "SUCCESS"
-    # Never polled by its owner, so it stays in progress.
-    tasks["running image"] = create_task(server.url, owner, text_to_image("running"))
     prober_task = create_task(server.url, prober, text_to_image("prober's own"))
-    assert wait_done(server.url, prober, prober_task)["status"] == "SUCCESS"
+    try:
+        for name in ("finished image", "video", "with a webhook"):
+            assert wait_done(server.url, owner, tasks[name])["status"] == "SUCCESS"
+        assert wait_done(server.url, prober, prober_task)["status"] == "SUCCESS"
+    finally:
+        worker.stop()
+    # No worker runs from here on, so it stays in progress.
+    tasks["running image"] = create_task(server.url, owner, text_to_image("running"))
     return World(server, owner, prober, tasks, prober_task)
 
 

@@ -42,8 +42,13 @@ class ServerProcess(Running):
         }
         self.database: Path | str = data_dir / "imagine.db"
         """Where the server keeps its data, for tests that read it directly."""
-        if "IMAGINE_DATABASE_URL" in self.env:
-            self.database = self.env["IMAGINE_DATABASE_URL"].replace("+asyncpg", "")
+        given = self.env.get("IMAGINE_DATABASE_URL")
+        if given is not None:
+            self.database = (
+                Path(given.removeprefix("sqlite+aiosqlite:///"))
+                if given.startswith("sqlite")
+                else given.replace("+asyncpg", "")
+            )
         else:
             url = database_of(data_dir)
             if url is not None:
@@ -77,6 +82,17 @@ class ServerProcess(Running):
         if self.no_worker:
             command.append("--no-worker")
         return subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def worker_env(self) -> dict[str, str]:
+        """The settings of an `imagine worker` sharing this server's database and files."""
+        env = {key: value for key, value in self.env.items() if key.startswith("IMAGINE_")}
+        env.setdefault(
+            "IMAGINE_DATABASE_URL",
+            f"sqlite+aiosqlite:///{(self.data_dir / 'imagine.db').resolve()}",
+        )
+        env.setdefault("IMAGINE_STORAGE_URL", str((self.data_dir / "files").resolve()))
+        env.setdefault("IMAGINE_PUBLIC_URL", self.url)
+        return env
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -49,6 +49,19 @@ def metric(server: ServerProcess, name: str, **labels: str) -> float:
     return 0.0
 
 
+def metric_total(server: ServerProcess, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels` (any others)."""
+    total = 0.0
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        match = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
+        if match is None or match.group(1) != name:
+            continue
+        found = set((match.group(2) or "").split(","))
+        if all(f'{key}="{value}"' in found for key, value in labels.items()):
+            total += float(match.group(3))
+    return total
+
+
 def most_in_any_window(times: Iterable[float], window: float = 1.0) -> int:
     """The most moments that fall in any half-open interval of `window` seconds."""
     ordered = sorted(times)
