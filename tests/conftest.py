@@ -59,7 +59,7 @@ def engine_server(
     """A server on each database engine, with the handle tests use to read it directly."""
     data_dir = tmp_path / "engine"
     database: str | Path = data_dir / "imagine.db"
-    env = {"IMAGINE_DATABASE_URL": f"sqlite+aiosqlite:///{database.resolve()}"}
+    env = {"IMAGINE_DATABASE_URL": f"sqlite+aiosqlite:///{(data_dir / 'imagine.db').resolve()}"}
     if request.param == "postgres":
         url = databases.create_postgres_database()
         env["IMAGINE_DATABASE_URL"] = databases.sqlalchemy_url(url)

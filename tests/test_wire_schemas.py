@@ -360,6 +360,8 @@ def _wait_done(api: Recorder, key: str, task_id: str, *, by_post: bool = False) 
 def _operations_routes(api: Recorder) -> None:
     health = api.get("/healthz", expect=200)
     assert _data(health) == {"status": "ok"}
+    ready = api.get("/readyz", expect=200)
+    assert _data(ready) == {"status": "ready"}
     metrics = api.get("/metrics", expect=200)
     assert "# HELP" in metrics.text
     api.get("/healthz", headers={"X-Padding": "x" * 20_000}, expect=431)

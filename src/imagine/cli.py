@@ -6,10 +6,11 @@ import asyncio
 import gc
 import json
 import logging
+import logging.config
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,11 +20,15 @@ from imagine import __version__
 from imagine.clock import iso_z
 from imagine.config import Settings, SettingsError, load_settings
 from imagine.errors import ImagineError
+from imagine.logs import logging_config
 from imagine.providers.registry import ProviderRouter
 from imagine.services import keys as key_service
 from imagine.services.keys import CreatedKey
 from imagine.store.db import Database
-from imagine.store.migrate import upgrade
+from imagine.store.migrate import SchemaMismatch, prepare, upgrade
+
+if TYPE_CHECKING:
+    from imagine.metrics_server import MetricsServer
 
 T = TypeVar("T")
 
@@ -63,14 +68,21 @@ def _settings(**overrides: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
-    """Run one database operation (after migrating) and turn domain errors into exit 1."""
+def _with_db(
+    settings: Settings,
+    work: Callable[[Database], Awaitable[T]],
+    *,
+    migrate: Callable[[Database], Awaitable[None]] = prepare,
+) -> T:
+    """Run one database operation and turn domain errors into exit 1. Before it, an empty
+    database gets its schema; one at another revision stops here (only `db upgrade`
+    migrates)."""
 
     async def run() -> T:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         try:
-            await upgrade(db)
+            await migrate(db)
             return await work(db)
         finally:
             await db.dispose()
@@ -80,6 +92,15 @@ def _with_db(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     except ImagineError as exc:
         err_console.print(f"[red]error:[/red] {exc.message}")
         raise typer.Exit(1) from None
+    except SchemaMismatch as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _configure_logging(settings: Settings) -> dict[str, Any]:
+    config = logging_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(config)
+    return config
 
 
 def _with_providers(
@@ -145,6 +166,7 @@ def serve(
     from imagine.api.app import create_app
 
     settings = _settings(data_dir=data_dir, public_url=public_url)
+    log_config = _configure_logging(settings)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = settings.public_url or f"http://{shown_host}:{port}"
     _with_providers(settings, base, _nothing)
@@ -157,6 +179,7 @@ def serve(
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        log_config=log_config,
         access_log=access_log,
         timeout_graceful_shutdown=15,
     )
@@ -206,12 +229,23 @@ def _welcome(
 
 
 @app.command()
-def worker(data_dir: DataDir = None) -> None:
+def worker(
+    data_dir: DataDir = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve /metrics, /healthz and /readyz on this port "
+            "[env IMAGINE_METRICS_PORT; host IMAGINE_METRICS_HOST, default 127.0.0.1].",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Run only the task worker (for fleets: any number, beside `serve --no-worker`)."""
     from imagine.runtime import Runtime
 
-    settings = _settings(data_dir=data_dir)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    settings = _settings(data_dir=data_dir, metrics_port=metrics_port)
+    _configure_logging(settings)
     public_url = settings.public_url or "http://127.0.0.1:8000"
     _with_providers(settings, public_url, _nothing)
 
@@ -221,16 +255,46 @@ def worker(data_dir: DataDir = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await runtime.start(run_worker=True)
-        # As in `serve`: what lives as long as the process is kept out of GC scans.
-        gc.collect()
-        gc.freeze()
+        server: MetricsServer | None = None
         try:
+            if settings.metrics_port is not None:
+                server = _metrics_server(settings, runtime.db, loop)
+            await runtime.start(run_worker=True)
+            if server is not None:
+                server.start()
+            # As in `serve`: what lives as long as the process is kept out of GC scans.
+            gc.collect()
+            gc.freeze()
             await stop.wait()
         finally:
+            if server is not None:
+                await asyncio.to_thread(server.stop)
             await runtime.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except SchemaMismatch as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _metrics_server(
+    settings: Settings, db: Database, loop: asyncio.AbstractEventLoop
+) -> MetricsServer:
+    from imagine.metrics_server import MetricsServer
+
+    assert settings.metrics_port is not None
+    try:
+        return MetricsServer(db, loop, settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        err_console.print(
+            f"[red]error:[/red] can't serve metrics on {settings.metrics_host}:"
+            f"{settings.metrics_port} (IMAGINE_METRICS_HOST, IMAGINE_METRICS_PORT): "
+            f"{exc.strerror or exc}",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2) from None
 
 
 @keys_app.command("create")
@@ -354,12 +418,13 @@ def credits_show(
 
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None) -> None:
-    """Migrate the database to the newest schema (serve and worker also do this on start)."""
+    """Migrate the database to the newest schema. Back it up first: serve and worker
+    create the schema of an empty database, but refuse to start on an older one."""
 
     async def nothing(_: Database) -> None:
         return None
 
-    _with_db(_settings(data_dir=data_dir), nothing)
+    _with_db(_settings(data_dir=data_dir), nothing, migrate=upgrade)
     console.print("The database schema is up to date.")
 
 

@@ -265,6 +265,22 @@ class Settings(BaseSettings):
         description="Let the server fetch URLs on private, loopback or link-local addresses.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines of serve and worker: text, or json (one object per line).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port where `imagine worker` serves /metrics, /healthz and /readyz; "
+        "unset: none.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Address the worker's metrics port listens on (0.0.0.0: every interface).",
+    )
 
     @field_validator("rate_limit_generate", "rate_limit_status")
     @classmethod

@@ -11,7 +11,7 @@ from imagine.services.ratelimit import GENERATE, STATUS, RateLimiter
 from imagine.services.tasks.service import TaskService
 from imagine.storage import build_storage
 from imagine.store.db import Database
-from imagine.store.migrate import upgrade
+from imagine.store.migrate import prepare
 from imagine.webhook_sender import WebhookSender
 from imagine.worker import Worker
 
@@ -85,7 +85,8 @@ class Runtime:
         )
 
     async def start(self, *, run_worker: bool) -> None:
-        await upgrade(self.db)
+        # An empty database gets its schema; one behind or ahead stops the start.
+        await prepare(self.db)
         if run_worker:
             # Tasks created by other processes wake this worker at once (PostgreSQL).
             await self.db.listen()

@@ -245,3 +245,7 @@ class Cancelled(TypedDict):
 
 class Health(TypedDict):
     status: Literal["ok"]
+
+
+class Readiness(TypedDict):
+    status: Literal["ready"]

@@ -23,6 +23,7 @@ from datetime import timedelta
 import aiohttp
 
 from imagine.clock import utc_now
+from imagine.metrics import WEBHOOK_DELIVERIES
 from imagine.netguard import CheckedResolver, RefusedAddress, known_refusal, target, url_problem
 from imagine.services.webhooks import secret_of
 from imagine.states import DeliveryStatus
@@ -36,6 +37,12 @@ logger = logging.getLogger("imagine.webhooks")
 
 AT_ONCE = 16
 LEASE_MARGIN = 60.0
+_OUTCOMES = {
+    DeliveryStatus.DELIVERED: "delivered",
+    DeliveryStatus.PENDING: "retry",
+    DeliveryStatus.FAILED: "failed",
+    DeliveryStatus.GONE: "gone",
+}
 
 
 class WebhookSender:
@@ -122,7 +129,11 @@ class WebhookSender:
             await self._deliver(delivery)
         except Exception:
             # The lease runs out and the delivery is tried again; the sender goes on.
-            logger.exception("webhook %s: delivering failed unexpectedly", delivery.id)
+            logger.exception(
+                "webhook %s: delivering failed unexpectedly",
+                delivery.id,
+                extra={"task_id": delivery.task_id},
+            )
 
     async def _deliver(self, delivery: DeliveryRow) -> None:
         attempted_at = utc_now()
@@ -140,11 +151,13 @@ class WebhookSender:
         wait = self._schedule[min(delivery.attempts, len(self._schedule) - 1)]
         next_at = attempted_at + timedelta(seconds=wait * random.uniform(0.9, 1.1))
         attempt = AttemptRow(delivery.id, attempted_at, status_code, error, duration_ms)
-        await self._db.write(
+        recorded = await self._db.write(
             lambda tx: repo.record_attempt(
                 tx, delivery, self.id, attempt=attempt, status=status, next_attempt_at=next_at
             )
         )
+        if recorded:
+            WEBHOOK_DELIVERIES.labels(_OUTCOMES.get(status, str(status))).inc()
         if status is not DeliveryStatus.DELIVERED:
             logger.info(
                 "webhook %s for task %s: %s (%s)",
@@ -152,6 +165,7 @@ class WebhookSender:
                 delivery.task_id,
                 status,
                 status_code or error,
+                extra={"task_id": delivery.task_id},
             )
 
     async def _post(self, delivery: DeliveryRow) -> tuple[int | None, str | None, bool]:
@@ -166,7 +180,11 @@ class WebhookSender:
         try:
             secret = await secret_of(self._db, delivery.account_id)
         except Exception:
-            logger.exception("webhook %s: reading the signing secret failed", delivery.id)
+            logger.exception(
+                "webhook %s: reading the signing secret failed",
+                delivery.id,
+                extra={"task_id": delivery.task_id},
+            )
             return None, "internal error while signing", False
         body = delivery.payload.encode()
         headers = {

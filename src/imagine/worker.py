@@ -24,7 +24,8 @@ from typing import Any
 from imagine import catalog
 from imagine.clock import utc_now
 from imagine.fetch import Fetcher
-from imagine.metrics import FAILOVERS, OPERATOR_ERRORS, TASKS_FINISHED
+from imagine.logs import task_id_var
+from imagine.metrics import FAILOVERS, OPERATOR_ERRORS, TASK_DURATION, TASKS_FINISHED
 from imagine.providers.base import (
     Artifact,
     Failed,
@@ -256,6 +257,9 @@ class Worker:
     # -- one step of one task ---------------------------------------------------------
 
     async def _advance(self, task: TaskRow) -> None:
+        # Every line logged during the step (ours, the provider's) names its task. Each
+        # step runs in an asyncio task of its own, so the value ends with it.
+        task_id_var.set(task.id)
         heartbeat = asyncio.create_task(self._keep_lease(task))
         try:
             await self._step(task)
@@ -416,6 +420,7 @@ class Worker:
                 lambda tx: lifecycle.succeed(tx, self._hold(task), task, result_urls=urls, now=now)
             ):
                 TASKS_FINISHED.labels(task.provider, TaskStatus.SUCCESS).inc()
+                _observe_duration(task, now)
                 logger.info("task %s: SUCCESS", task.id)
         elif isinstance(outcome, Failed):
             await self._fail(task, outcome.message)
@@ -600,10 +605,17 @@ class Worker:
             lambda tx: lifecycle.fail(tx, self._hold(task), task, message=message, now=now)
         ):
             TASKS_FINISHED.labels(task.provider, TaskStatus.FAILED).inc()
+            _observe_duration(task, now)
             logger.info("task %s: FAILED and refunded: %s", task.id, message)
 
     async def _expire(self, task: TaskRow) -> None:
         now = utc_now()
         if await self._write(lambda tx: lifecycle.expire(tx, self._hold(task), task, now=now)):
             TASKS_FINISHED.labels(task.provider, TaskStatus.FAILED).inc()
+            _observe_duration(task, now)
             logger.info("task %s: FAILED and refunded: past its deadline", task.id)
+
+
+def _observe_duration(task: TaskRow, ended_at: datetime) -> None:
+    seconds = (ended_at - task.created_at).total_seconds()
+    TASK_DURATION.labels(task.model, task.provider).observe(max(0.0, seconds))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -35,8 +36,13 @@ def start_server(data_dir: Path, env: dict[str, str], *, public: bool = True) ->
     return server.start()
 
 
-def metric(server: ServerProcess, name: str, **labels: str) -> float:
-    """One sample of the server's /metrics (0 when it has not been counted yet)."""
+class Scraped(Protocol):
+    url: str
+
+
+def metric(server: Scraped, name: str, **labels: str) -> float:
+    """One sample of the server's (or a worker's) /metrics (0 when it has not been counted
+    yet)."""
     text = httpx.get(f"{server.url}/metrics").text
     wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
     for line in text.splitlines():

@@ -1,4 +1,4 @@
-"""Runs `imagine worker` as a real process, for fleets of separate API and worker processes."""
+"""Runs `imagine worker --metrics-port` as a real process beside a `serve --no-worker`."""
 
 from __future__ import annotations
 
@@ -6,29 +6,51 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Self
 
+import httpx
+
 from tests.support.running import Running
+from tests.support.server import free_port
 
 
 class WorkerProcess(Running):
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    """`url` is its metrics server's address: /metrics, /healthz, /readyz."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
-        self.env = {**os.environ, "IMAGINE_LOG_LEVEL": "info", **env}
-        self.log_path = data_dir / "worker.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "IMAGINE_PREVIEW_DELAY": "0.2",
+            "IMAGINE_LOG_LEVEL": "info",
+            **(env or {}),
+        }
+        self.log_path = data_dir / f"worker-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "imagine", "worker", "--data-dir", str(self.data_dir)]
+        command += ["--metrics-port", str(self.port)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "imagine", "worker", "--data-dir", str(self.data_dir)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        return self
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not come up:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -37,7 +59,7 @@ class WorkerProcess(Running):
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
+from starlette.requests import Request
 from starlette.responses import Response
 
 from imagine import __version__
@@ -22,6 +23,7 @@ from imagine.api.admin import CreditGrant, KeyCreate
 from imagine.api.envelope import (
     EDGE_ERRORS,
     ERROR_SCHEMA,
+    error,
     error_responses,
     install_error_handlers,
     ok,
@@ -30,7 +32,15 @@ from imagine.api.limits import BodySizeLimit
 from imagine.config import Settings
 from imagine.ids import KEY_PREFIX, key_prefix
 from imagine.runtime import Runtime
-from imagine.schemas import Envelope, ErrorEnvelope, GenerateRequest, Health, StatusRequest
+from imagine.schemas import (
+    Envelope,
+    ErrorEnvelope,
+    GenerateRequest,
+    Health,
+    Readiness,
+    StatusRequest,
+)
+from imagine.services.health import readiness_problem, refresh_queue_gauges
 from imagine.storage import CONTENT_TYPES
 
 DESCRIPTION = """\
@@ -87,6 +97,23 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
         return ok({"status": "ok"})
 
     @app.get(
+        "/readyz",
+        tags=["ops"],
+        summary="Readiness: the database answers and its schema is this version's",
+        response_model=Envelope[Readiness],
+        responses=error_responses(
+            503,
+            *EDGE_ERRORS,
+            described={503: "Not ready: the message says what is wrong with the database"},
+        ),
+    )
+    async def readyz(request: Request) -> Response:
+        problem = await readiness_problem(request.app.state.runtime.db)
+        if problem is not None:
+            return error(503, problem)
+        return ok({"status": "ready"})
+
+    @app.get(
         "/metrics",
         tags=["ops"],
         summary="Prometheus metrics of this process",
@@ -96,7 +123,8 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
             **error_responses(*EDGE_ERRORS),
         },
     )
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        await refresh_queue_gauges(request.app.state.runtime.db)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     if settings.s3_location is None:

@@ -22,7 +22,7 @@ import orjson
 from pydantic import SecretStr
 
 from imagine.config import SettingsError
-from imagine.metrics import UPSTREAM_CALLS
+from imagine.metrics import UPSTREAM_CALL_SECONDS, UPSTREAM_CALLS
 from imagine.providers.base import Health, ProviderError
 from imagine.providers.budget import Budget, CallBudget, SharedBudget, account_id
 
@@ -136,25 +136,31 @@ class UpstreamClient:
         await self.budget.acquire(operation)
         body = None if json is None else orjson.dumps(json)
         headers = None if body is None else {"content-type": "application/json"}
+        started = 0.0
         try:
-            async with (
-                self._slots,
-                self._open().request(
+            async with self._slots:
+                started = time.perf_counter()
+                async with self._open().request(
                     method,
                     self._base_url + path,
                     data=body,
                     params=params,
                     headers=headers,
                     allow_redirects=False,
-                ) as response,
-            ):
-                answer = Answer(response.status, await response.read(), response.headers)
+                ) as response:
+                    answer = Answer(response.status, await response.read(), response.headers)
         except TimeoutError:
             UPSTREAM_CALLS.labels(self.provider, operation, "timeout").inc()
             raise Unreachable(f"{self.provider} did not answer in time") from None
         except aiohttp.ClientError as exc:
             UPSTREAM_CALLS.labels(self.provider, operation, "unreachable").inc()
             raise Unreachable(f"could not reach {self.provider} ({type(exc).__name__})") from None
+        finally:
+            # Timed on every ending (a timeout too); the slot wait is not part of it.
+            if started:
+                UPSTREAM_CALL_SECONDS.labels(self.provider, operation).observe(
+                    time.perf_counter() - started
+                )
         UPSTREAM_CALLS.labels(self.provider, operation, str(answer.status_code)).inc()
         return answer
 
