@@ -34,15 +34,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE_SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 
-# Settings compose.yaml already passes whose fields are still to land in Settings.
-# Delete each line once its field exists (the test then checks it like the others).
-PENDING_SETTINGS = {
-    "IMAGINE_STORAGE_URL",  # results in a bucket: s3://bucket/prefix
-    "IMAGINE_S3_ENDPOINT_URL",  # an S3-compatible store other than AWS (MinIO here)
-    "IMAGINE_S3_REGION",
-    "IMAGINE_LOG_FORMAT",  # json logs
-    "IMAGINE_METRICS_PORT",  # the worker's Prometheus port
-}
 
 # `${VAR}`, `${VAR:-default}`, `${VAR:?message}`; `$${...}` is a literal dollar.
 SUBSTITUTION = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
@@ -212,7 +203,7 @@ def test_every_imagine_container_gets_the_shared_settings() -> None:
 
 
 def test_every_imagine_variable_is_a_setting() -> None:
-    known = real_settings() | PENDING_SETTINGS
+    known = real_settings()
     used = {
         key
         for service in services().values()

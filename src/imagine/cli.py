@@ -259,7 +259,7 @@ def worker(
         try:
             if settings.metrics_port is not None:
                 server = _metrics_server(settings, runtime.db, loop)
-            await runtime.start(run_worker=True)
+            await runtime.start()
             if server is not None:
                 server.start()
             # As in `serve`: what lives as long as the process is kept out of GC scans.

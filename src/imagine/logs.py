@@ -32,11 +32,13 @@ _SHORTEST_SECRET = 8
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # First, so that a bearer key is masked whole rather than by its prefix.
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), r"\1 " + REDACTED),
-    # Our API keys and webhook signing secrets: shown by prefix only.
-    (re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{6,}"), KEY_PREFIX + REDACTED),
+    # Our API keys and webhook signing secrets: shown by prefix only (a key's shown
+    # prefix, `im_` and 7 characters, as the access log writes it, is left alone).
+    (re.compile(re.escape(KEY_PREFIX) + r"[A-Za-z0-9_-]{12,}"), KEY_PREFIX + REDACTED),
     (re.compile(re.escape(SECRET_PREFIX) + r"[A-Za-z0-9+/=_-]{6,}"), SECRET_PREFIX + REDACTED),
-    # An upstream callback's path ends with its token.
-    (re.compile(r"(/callbacks/[^/\s?\"']+/[^/\s?\"']+/)[^/\s?\"'#]+"), r"\1" + REDACTED),
+    # An upstream callback's path ends with its token (`<token>` once the access log
+    # has masked it).
+    (re.compile(r"(/callbacks/[^/\s?\"']+/[^/\s?\"']+/)[^/\s?\"'#<]+"), r"\1" + REDACTED),
     # AWS access key ids, and key=value / "key": "value" pairs named like secrets.
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
     (

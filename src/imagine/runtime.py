@@ -39,8 +39,11 @@ def providers_for(settings: Settings, public_url: str, fetcher: Fetcher) -> Prov
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, public_url: str) -> None:
+    def __init__(self, settings: Settings, *, public_url: str, run_worker: bool = True) -> None:
+        """`run_worker`: this process runs the worker and webhook loops (else it is an API
+        process of a fleet, `serve --no-worker`)."""
         self.settings = settings
+        self.run_worker = run_worker
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         settings.files_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
@@ -66,6 +69,7 @@ class Runtime:
             lease_seconds=settings.lease_seconds,
             refresh_timeout=settings.status_refresh_timeout,
             refresh_interval=settings.status_refresh_interval,
+            inline_only=not run_worker,
         )
         self.limiter = RateLimiter(
             {
@@ -84,10 +88,10 @@ class Runtime:
             refresh_interval=settings.status_refresh_interval,
         )
 
-    async def start(self, *, run_worker: bool) -> None:
+    async def start(self) -> None:
         # An empty database gets its schema; one behind or ahead stops the start.
         await prepare(self.db)
-        if run_worker:
+        if self.run_worker:
             # Tasks created by other processes wake this worker at once (PostgreSQL).
             await self.db.listen()
             self.worker.start()

@@ -79,7 +79,10 @@ class Worker:
         lease_seconds: float,
         refresh_timeout: float,
         refresh_interval: float,
+        inline_only: bool = False,
     ) -> None:
+        """`inline_only`: this process runs no worker loop (`serve --no-worker`); its
+        refresh is at most one upstream status query (see `refresh`)."""
         self.id = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._db = db
         self._router = router
@@ -99,12 +102,11 @@ class Worker:
         self._running: set[asyncio.Task[None]] = set()
         self._refreshing: dict[str, asyncio.Task[TaskRow | None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
-        self._started = False
+        self._inline_only = inline_only
 
     # -- running ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self._started = True
         self._loop_task = asyncio.create_task(self.run(), name="imagine-worker")
 
     async def run(self) -> None:
@@ -175,7 +177,7 @@ class Worker:
         """
         if self._refresh_timeout <= 0 or self._stopping:
             return None
-        if not self._started and not self._remote_polling:
+        if self._inline_only and not self._remote_polling:
             return None  # nothing here can be settled by a status query
         running = self._refreshing.get(task_id)
         if running is None:
@@ -193,7 +195,7 @@ class Worker:
 
     async def _refresh_once(self, task_id: str) -> TaskRow | None:
         now = utc_now()
-        light = not self._started
+        light = self._inline_only
         claimed = await self._db.write(
             lambda tx: lifecycle.claim_for_refresh(
                 tx,

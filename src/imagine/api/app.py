@@ -53,10 +53,10 @@ webhooks. Authenticate with `Authorization: Bearer <YOUR_API_KEY>`. Every answer
 def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings, public_url=public_url)
+        runtime = Runtime(settings, public_url=public_url, run_worker=run_worker)
         app.state.runtime = runtime
         logging.getLogger("uvicorn.access").addFilter(_hide_secrets)
-        await runtime.start(run_worker=run_worker)
+        await runtime.start()
         # Everything built so far lives as long as the process. Frozen, the cyclic GC stops
         # re-scanning it on every full collection, and young collections run less often:
         # measured, this took a third off the cost of POST /api/generate.
