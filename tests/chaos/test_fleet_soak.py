@@ -1,7 +1,8 @@
 """A fleet under load loses nothing when a worker process is killed: two API processes
 and three workers on one PostgreSQL database, one bucket and one Redis take 2,000 tasks
-from several accounts at once; one worker is killed with SIGKILL when about a third have
-ended, and the others take over its tasks once their leases run out.
+from several accounts at once; one worker is killed with SIGKILL when a third have ended
+(the last third are created after the kill), and the others take over its tasks once
+their leases run out.
 
 Every process runs the real CLI (`imagine serve --no-worker`, `imagine worker`) with a
 data dir of its own; kie is the fake, calling back the first API process (signed), and a
@@ -43,10 +44,11 @@ ACCOUNTS = 4
 CREDITS = 100_000
 """Each account's grant: more than its share of the tasks could cost."""
 FAIL_MARKER = "[kie fails this]"
-FAIL_EVERY = 10
-"""Every tenth task's prompt carries FAIL_MARKER."""
-VIDEO_EVERY = 20
-"""Every twentieth task (of those not failing) is text-to-video; the rest text-to-image."""
+FAIL_EVERY = 9
+"""Every ninth task's prompt carries FAIL_MARKER (9 and 25, prime to ACCOUNTS, spread the
+failures and the videos over every account)."""
+VIDEO_EVERY = 25
+"""Every 25th task (of those not failing) is text-to-video; the rest text-to-image."""
 SUBMITTERS = 8
 """Client threads creating tasks at once."""
 WORKERS = 3
@@ -112,7 +114,7 @@ class Submitters:
                 for number in range(stripe, TASKS, SUBMITTERS):
                     if number >= AFTER_THE_KILL and not self.go_on.wait(timeout=600):
                         raise AssertionError("no kill came in 600 s")
-                    # Each account alternates between the API processes.
+                    # Half of each account's tasks go through each API process.
                     account = number % len(self.keys)
                     client = clients[(number // len(self.keys)) % len(clients)]
                     self._create(client, number, self.keys[account])
@@ -413,5 +415,11 @@ def test_a_fleet_loses_nothing_when_a_worker_is_killed_under_load(
         figures["errors_logged"] = {
             process.log_path.parent.name: process.log().count("Traceback") for process in everyone
         }
+        # asyncpg's warning for a connection handed back mid-transaction (a write that
+        # was cancelled halfway): harmless, it rolls back, but counted.
+        figures["connections_reset_mid_transaction"] = sum(
+            process.log().count("Resetting connection with an active transaction")
+            for process in everyone
+        )
         figures["seconds"] = round(time.monotonic() - started, 1)
         assert not any(figures["errors_logged"].values()), _logs(everyone)
