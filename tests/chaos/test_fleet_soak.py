@@ -173,10 +173,14 @@ def postgres() -> Iterator[str]:
         databases.drop_postgres_database(url)
 
 
+@pytest.fixture
+def redis_url() -> str:
+    return shared_redis()
+
+
 def test_a_fleet_loses_nothing_when_a_worker_is_killed_under_load(
-    tmp_path: Path, moto: MotoServer, postgres: str, figures: dict[str, Any]
+    tmp_path: Path, redis_url: str, moto: MotoServer, postgres: str, figures: dict[str, Any]
 ) -> None:
-    redis_url = shared_redis()
     started = time.monotonic()
     bucket = moto.create_bucket()
     with contextlib.ExitStack() as stack:
