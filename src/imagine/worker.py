@@ -284,7 +284,9 @@ class Worker:
 
         while True:
             await asyncio.sleep(period)
-            await self._db.write(renew)
+            # Shielded: the step ends by cancelling this, and a write cancelled halfway
+            # leaves its connection mid-transaction for the pool to roll back.
+            await asyncio.shield(self._db.write(renew))
 
     async def _step(self, task: TaskRow) -> None:
         if utc_now() >= task.deadline_at:

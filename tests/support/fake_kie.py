@@ -15,6 +15,7 @@ import hmac
 import math
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,8 +86,14 @@ class FakeKie(FakeUpstream):
         self.tasks: dict[str, KieTask] = {}
         self.fail_next: list[tuple[str, str]] = []
         """(failCode, failMsg) for the next created tasks: they end in state fail."""
+        self.fail_marker: str | None = None
+        """Tasks whose prompt contains this end in state fail (FAILED_BY_FAULT), so a test
+        knows beforehand exactly which of many concurrent tasks fail."""
         self.created_bodies: list[dict[str, Any]] = []
         self.callbacks_sent: list[tuple[str, int]] = []
+        """(kie task id, HTTP status) of every callback sent; status 0: no answer."""
+        self.callback_errors: Counter[str] = Counter()
+        """Why callbacks got no answer: the exception's name."""
         self._http: httpx.AsyncClient | None = None
 
     def routes(self) -> list[Route]:
@@ -136,7 +143,7 @@ class FakeKie(FakeUpstream):
             callback_url=body.get("callBackUrl"),
             created=now,
             ready=now + self.task_seconds,
-            fail=self.fail_next.pop(0) if self.fail_next else None,
+            fail=self.fail_next.pop(0) if self.fail_next else self._marked(body["input"]),
         )
         if task.fail is None:
             task.fault = self.draw_task_fault()
@@ -156,6 +163,12 @@ class FakeKie(FakeUpstream):
         assert self.loop is not None
         self.loop.call_later(self.task_seconds, lambda: asyncio.ensure_future(self._finish(task)))
         return json_response({"code": 200, "msg": "success", "data": {"taskId": task.id}})
+
+    def _marked(self, given: dict[str, Any]) -> tuple[str, str] | None:
+        prompt = given.get("prompt")
+        if self.fail_marker and isinstance(prompt, str) and self.fail_marker in prompt:
+            return FAILED_BY_FAULT
+        return None
 
     def _invalid(self, body: Any) -> str | None:
         if not isinstance(body, dict) or not isinstance(body.get("input"), dict):
@@ -287,7 +300,8 @@ class FakeKie(FakeUpstream):
         try:
             response = await self._http.post(task.callback_url, content=body, headers=headers)
             status = response.status_code
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            self.callback_errors[type(exc).__name__] += 1
             status = 0
         task.callback_status = status
         self.callbacks_sent.append((task.id, status))

@@ -92,6 +92,22 @@ class MotoServer(Running):
         found = obstore.get(store, key)
         return bytes(found.bytes()), found.attributes.get("Content-Type")
 
+    def sizes(self, bucket: str, prefix: str) -> dict[str, int]:
+        """The size of every object under `prefix`, by key: one listing, however many."""
+        store = S3Store(
+            bucket,
+            endpoint=self.url,
+            region=REGION,
+            access_key_id=ACCESS_KEY_ID,
+            secret_access_key=SECRET_ACCESS_KEY,
+            client_options={"allow_http": True},
+        )
+        return {
+            meta["path"]: meta["size"]
+            for batch in obstore.list(store, prefix=prefix)
+            for meta in batch
+        }
+
     def env(self, bucket: str, prefix: str = "results") -> dict[str, str]:
         """The settings of a server whose results go to `bucket` under `prefix`."""
         return {
