@@ -284,7 +284,7 @@ def test_callbacks_failover_and_refunds_hold_on_both_engines(tmp_path: Path, eng
     from tests.support.upstreams import xai_env
 
     database: str | Path = tmp_path / "engine" / "imagine.db"
-    env: dict[str, str] = {}
+    env = {"IMAGINE_DATABASE_URL": f"sqlite+aiosqlite:///{(tmp_path / 'engine' / 'imagine.db')}"}
     if engine == "postgres":
         database = create_postgres_database()
         env["IMAGINE_DATABASE_URL"] = sqlalchemy_url(database)

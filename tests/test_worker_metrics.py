@@ -52,7 +52,7 @@ def test_gauges_show_due_work_and_a_worker_drains_it(tmp_path: Path) -> None:
         assert metric(api, "imagine_webhook_backlog") == 1
         _eventually(lambda: metric(api, "imagine_oldest_due_task_seconds") > 0)
 
-        with WorkerProcess(data_dir, FLEET_ENV) as worker:
+        with WorkerProcess(data_dir, api.worker_env()) as worker:
             _eventually(lambda: metric(worker, "imagine_tasks_due") == 0)
             _eventually(
                 lambda: (

@@ -21,6 +21,28 @@ if ENGINE not in ("sqlite", "postgres"):
     raise SystemExit(f"IMAGINE_TEST_ENGINE={ENGINE!r}: use sqlite or postgres")
 
 _for_data_dir: dict[Path, str] = {}
+_templates: list[str] = []
+
+
+def _migrated_template() -> str:
+    """A database with this version's schema and no rows, copied for each test server:
+    a copy takes a fraction of the time the migrations take."""
+    if not _templates:
+        from imagine.store.db import Database
+        from imagine.store.migrate import upgrade
+
+        url = create_postgres_database()
+
+        async def migrate() -> None:
+            db = Database(sqlalchemy_url(url))
+            try:
+                await upgrade(db)
+            finally:
+                await db.dispose()
+
+        asyncio.run(migrate())
+        _templates.append(url)
+    return _templates[0]
 
 
 def database_of(data_dir: Path) -> str | None:
@@ -30,7 +52,7 @@ def database_of(data_dir: Path) -> str | None:
         return None
     key = data_dir.resolve()
     if key not in _for_data_dir:
-        _for_data_dir[key] = create_postgres_database()
+        _for_data_dir[key] = create_postgres_database(template=_migrated_template())
     return _for_data_dir[key]
 
 
@@ -38,6 +60,8 @@ def drop_server_databases() -> None:
     while _for_data_dir:
         _, url = _for_data_dir.popitem()
         drop_postgres_database(url)
+    while _templates:
+        drop_postgres_database(_templates.pop())
 
 
 def _base() -> str:
