@@ -1313,3 +1313,57 @@ async def test_unpublish_leaves_another_accounts_task_alone(store: Store) -> Non
     stranger = await open_account(store)
     assert not await store.write(lambda tx: lifecycle.unpublish(tx, task.id, stranger.account_id))
     assert await store.task(task.id) == task
+
+
+# -- the refresh of a process without a worker ------------------------------------------
+
+
+async def _sent_only(store: Store, task_id: str) -> TaskRow | Refused:
+    return await store.write(
+        lambda tx: lifecycle.claim_for_refresh(
+            tx,
+            task_id,
+            worker_id=WORKER,
+            now=NOW,
+            lease_until=NOW + LEASE,
+            checked_before=NOW,
+            sent_only=True,
+        )
+    )
+
+
+async def test_a_refresh_of_sent_tasks_only_refuses_one_not_sent(store: Store) -> None:
+    task = await created(store)
+    assert_refused(await _sent_only(store, task.id), task.id, "claim_for_refresh")
+    assert await store.task(task.id) == task
+
+
+async def test_a_refresh_of_sent_tasks_only_takes_one_sent(store: Store) -> None:
+    task, lease = await held(store)
+    await make(store, LEASED["record_submission"][1], lease, task, NOW)
+    claimed = await _sent_only(store, task.id)
+    assert isinstance(claimed, TaskRow)
+    assert (claimed.upstream_id, claimed.lease_owner) == (UPSTREAM_ID, WORKER)
+
+
+async def test_hand_over_leaves_the_task_due_now_for_a_worker(store: Store) -> None:
+    task, lease = await held(store)
+    work = store.db.wakeups.subscribe(Due.WORK)
+    work.clear()
+    urls = ["https://upstream.example/result.png"]
+    later = NOW + timedelta(seconds=5)
+    result = await store.write(
+        lambda tx: lifecycle.hand_over(tx, lease, results_to_copy=urls, now=later)
+    )
+    assert result == Applied(task.id, IN_PROGRESS)
+    assert await store.task(task.id) == released(
+        task, results_to_copy=urls, next_check_at=later, updated_at=later
+    )
+    assert work.is_set()
+    assert_refused(
+        await store.write(
+            lambda tx: lifecycle.hand_over(tx, lease, results_to_copy=None, now=later)
+        ),
+        task.id,
+        "hand_over",
+    )

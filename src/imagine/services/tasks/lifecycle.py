@@ -280,34 +280,22 @@ _claim_due = _claim(
 )
 # The status call's inline refresh: never while the task backs off after an error (a
 # 429's Retry-After holds for clients that poll too), and at most once per interval.
-_claim_for_refresh = _claim(
-    select(tasks.c.id).where(
-        _this_task,
-        _unfinished,
-        tasks.c.attempts == 0,
-        _unleased,
-        or_(
-            tasks.c.checked_at.is_(None),
-            tasks.c.checked_at <= bindparam("checked_before", type_=UTCDateTime),
-        ),
-    )
+_refreshable = (
+    _this_task,
+    _unfinished,
+    tasks.c.attempts == 0,
+    _unleased,
+    or_(
+        tasks.c.checked_at.is_(None),
+        tasks.c.checked_at <= bindparam("checked_before", type_=UTCDateTime),
+    ),
 )
-
-
+_claim_for_refresh = _claim(select(tasks.c.id).where(*_refreshable))
 # An API process that runs no worker refreshes only what one upstream status query can
 # settle: a task already sent, whose results are not waiting to be copied.
 _claim_sent_for_refresh = _claim(
     select(tasks.c.id).where(
-        _this_task,
-        _unfinished,
-        tasks.c.attempts == 0,
-        _unleased,
-        tasks.c.upstream_id.is_not(None),
-        tasks.c.results_to_copy.is_(None),
-        or_(
-            tasks.c.checked_at.is_(None),
-            tasks.c.checked_at <= bindparam("checked_before", type_=UTCDateTime),
-        ),
+        *_refreshable, tasks.c.upstream_id.is_not(None), tasks.c.results_to_copy.is_(None)
     )
 )
 
