@@ -37,15 +37,17 @@ test: check
 	$(UV) run --frozen pytest -n 2 $(ARGS)
 
 # The API suite again with every test server on its own PostgreSQL database (the
-# machine's, at IMAGINE_TEST_POSTGRES); tests of engine-free code, of the CLI's commands
-# on a data dir, or that already run on both engines are left out.
+# machine's, at IMAGINE_TEST_POSTGRES); tests of engine-free code (settings refused at
+# start, log formats), of the CLI's commands on a data dir, or that already run on both
+# engines are left out.
 POSTGRES_PASS_SKIPS := --ignore=tests/test_architecture.py --ignore=tests/test_media.py \
 	--ignore=tests/test_rules.py --ignore=tests/test_fetch_safety.py \
 	--ignore=tests/test_deploy_files.py --ignore=tests/test_lifecycle.py \
 	--ignore=tests/test_ledger_properties.py --ignore=tests/test_migrations.py \
 	--ignore=tests/storage/test_storage_contract.py --ignore=tests/test_cli.py \
 	--ignore=tests/test_shared_budgets.py --ignore=tests/test_schema_check.py \
-	--ignore=tests/test_readiness.py
+	--ignore=tests/test_readiness.py --ignore=tests/test_provider_settings.py \
+	--ignore=tests/test_logging.py
 
 test-postgres: install
 	IMAGINE_TEST_ENGINE=postgres $(UV) run --frozen pytest -n 2 $(POSTGRES_PASS_SKIPS) $(ARGS)
