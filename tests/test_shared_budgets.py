@@ -17,9 +17,10 @@ from imagine.providers.budget import SharedBudget
 from tests.support.api import create_task, new_key, status, text_to_image
 from tests.support.databases import query
 from tests.support.fake_kie import FakeKie
-from tests.support.fleet import RedisServer, WorkerProcess, shared_redis
+from tests.support.fleet import RedisServer, shared_redis
 from tests.support.server import ServerProcess
 from tests.support.upstreams import kie_env, most_in_any_window
+from tests.support.worker import WorkerProcess
 
 DISPATCH_SLACK = 0.25
 """Seconds between Redis granting a call and the caller noting it, at most (a loaded
@@ -148,7 +149,7 @@ def test_a_fleet_of_workers_keeps_one_create_budget_for_the_kie_account(
         api = ServerProcess(data_dir, env)
         api.no_worker = True
         api.start()
-        workers = [WorkerProcess(data_dir, api.env, f"worker-{name}") for name in "ab"]
+        workers = [WorkerProcess(data_dir, api.env) for _ in "ab"]
         try:
             for worker in workers:
                 worker.start()

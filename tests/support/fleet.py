@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Self
@@ -69,37 +67,3 @@ class RedisServer(Running):
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=20)
-
-
-class WorkerProcess(Running):
-    """`imagine worker` on a data directory (and so its database) that others share."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str], name: str) -> None:
-        self.data_dir = data_dir
-        self.env = env
-        self.log_path = data_dir / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Self:
-        command = [sys.executable, "-m", "imagine", "worker", "--data-dir", str(self.data_dir)]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        return self
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.running():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()

@@ -52,6 +52,9 @@ class WorkerProcess(Running):
             time.sleep(0.1)
         raise RuntimeError(f"worker did not come up:\n{self.log()}")
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
