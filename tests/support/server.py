@@ -7,14 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import BinaryIO, Self
 
-import httpx
-
 from tests.support.databases import database_of, sqlalchemy_url
-from tests.support.running import Running
+from tests.support.running import Running, wait_healthy
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -63,17 +60,8 @@ class ServerProcess(Running):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = self._spawn(log)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not come up:\n{self.log()}")
+        wait_healthy(self.process, self.url, "server", self.log)
+        return self
 
     def _spawn(self, log: BinaryIO) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "imagine", "serve", "--port", str(self.port)]

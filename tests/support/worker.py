@@ -6,13 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Self
 
-import httpx
-
-from tests.support.running import Running
+from tests.support.running import Running, wait_healthy
 from tests.support.server import free_port
 
 
@@ -40,17 +37,8 @@ class WorkerProcess(Running):
             self.process = subprocess.Popen(
                 command, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"worker did not come up:\n{self.log()}")
+        wait_healthy(self.process, self.url, "worker", self.log)
+        return self
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
