@@ -104,11 +104,6 @@ class Database:
         """The URL as the driver takes it (libpq form, password included)."""
         return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
-    @property
-    def connections_opened(self) -> int:
-        """Database connections this process has opened (for the benchmarks)."""
-        return self._postgres.connections_opened if self._postgres is not None else 1
-
     async def read(self, job: Job[T], *, snapshot: bool = True) -> T:
         """Run `job` read-only. `snapshot=False` is for jobs of a single statement, which
         sees a consistent database anyway; it saves the BEGIN and COMMIT."""

@@ -109,9 +109,6 @@ class PostgresRunner:
         self._opening = asyncio.Lock()
         self._to_notify: set[Due] = set()
         self._notifying: asyncio.Task[None] | None = None
-        self.connections_opened = 0
-        """Connections this process opened so far (the pool reuses them; see
-        docs/benchmarks.md for what a worker opens per thousand tasks)."""
 
     async def _connections(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -132,7 +129,6 @@ class PostgresRunner:
         return self._pool
 
     async def _opened(self, _connection: asyncpg.Connection) -> None:
-        self.connections_opened += 1
         DATABASE_CONNECTIONS_OPENED.inc()
 
     async def read(self, job: Job[T], *, snapshot: bool) -> T:
