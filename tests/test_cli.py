@@ -107,6 +107,7 @@ def test_bad_settings_stop_the_start_with_one_line(tmp_path: Path) -> None:
         ({"IMAGINE_DATABASE_URL": "mysql://x/y"}, "IMAGINE_DATABASE_URL"),
         ({"IMAGINE_PUBLIC_URL": "example.com"}, "IMAGINE_PUBLIC_URL"),
         ({"IMAGINE_PROVIDER": "nobody"}, "IMAGINE_PROVIDER"),
+        ({"IMAGINE_DATABASE_POOL_SIZE": "0"}, "IMAGINE_DATABASE_POOL_SIZE"),
     ):
         done = imagine("serve", "--data-dir", str(tmp_path / "d"), env=env)
         assert done.returncode == 2
