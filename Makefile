@@ -8,6 +8,12 @@ UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 ARGS ?=
 
+# The suite starts hundreds of Python processes (test servers, workers, the CLI). Where
+# the environment turns Python's bytecode cache off (PYTHONDONTWRITEBYTECODE, common in
+# container images) each of them compiles every module again: 4.6 s to import the app
+# instead of 1.7 s on this project's CI machine. The cache is only ever a speed-up.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: serve test test-postgres chaos check lint typecheck imports bench install
 
 .tools/bin/uv:
