@@ -488,7 +488,9 @@ class LedgerMachine(RuleBasedStateMachine):
             with pytest.raises(InvalidInput):
                 self.run(creating)
             return
-        assert self.run(creating) == Created(task.id, task.status, replayed=True)
+        assert self.run(creating) == Created(
+            task.id, task.status, replayed=True, owner=task.account.caller
+        )
 
     # -- workers: claims and guarded writes -------------------------------------------
 

@@ -29,10 +29,10 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-from imagine.errors import InsufficientCredits
-from imagine.ids import new_task_id
+from imagine.errors import InsufficientCredits, InvalidKey
+from imagine.ids import hash_api_key, new_task_id
 from imagine.services import billing, keys
-from imagine.services.keys import CreatedKey
+from imagine.services.keys import Caller, CreatedKey, PresentedKey
 from imagine.services.tasks import lifecycle
 from imagine.services.tasks.lifecycle import Applied, Lease, NewTask, Refused, Result
 from imagine.services.tasks.payloads import status_data
@@ -197,13 +197,15 @@ async def open_account(store: Store, credits: int = CREDITS) -> CreatedKey:
     )
 
 
+def owner(account: CreatedKey) -> Caller:
+    return Caller(key_id=account.key_id, account_id=account.account_id)
+
+
 def new_task(
     account: CreatedKey, *, callback_url: str | None = None, deadline: timedelta = HOUR
 ) -> NewTask:
     return NewTask(
         id=new_task_id(),
-        account_id=account.account_id,
-        api_key_id=account.key_id,
         model=MODEL,
         request={"model": MODEL, "input": {"prompt": "a lighthouse at dusk"}},
         callback_url=callback_url,
@@ -224,10 +226,10 @@ async def created(
     now: datetime = NOW,
 ) -> TaskRow:
     """A new task through `lifecycle.create`, on a new account with CREDITS credits."""
-    task = new_task(await open_account(store), callback_url=callback_url, deadline=deadline)
-    assert await store.write(lambda tx: lifecycle.create(tx, task, now=now)) == Applied(
-        task.id, IN_PROGRESS
-    )
+    account = await open_account(store)
+    task = new_task(account, callback_url=callback_url, deadline=deadline)
+    made = await store.write(lambda tx: lifecycle.create(tx, task, owner(account), now=now))
+    assert made == owner(account)
     return await store.task(task.id)
 
 
@@ -457,9 +459,10 @@ async def test_create_stores_an_in_progress_task_due_now(store: Store, one_state
     account = await open_account(store)
     task = replace(new_task(account, callback_url=HOOK), source_task_id=new_task_id())
     result = await store.write(
-        lambda tx: lifecycle.create(tx, task, now=NOW), one_statement=one_statement
+        lambda tx: lifecycle.create(tx, task, owner(account), now=NOW),
+        one_statement=one_statement,
     )
-    assert result == Applied(task.id, IN_PROGRESS)
+    assert result == owner(account)
     assert await store.task(task.id) == TaskRow(
         id=task.id,
         account_id=account.account_id,
@@ -495,10 +498,14 @@ async def test_create_stores_an_in_progress_task_due_now(store: Store, one_state
 
 @ONE_STATEMENT
 async def test_create_debits_the_price(store: Store, one_statement: bool) -> None:
-    task = new_task(await open_account(store))
-    await store.write(lambda tx: lifecycle.create(tx, task, now=NOW), one_statement=one_statement)
+    account = await open_account(store)
+    task = new_task(account)
+    await store.write(
+        lambda tx: lifecycle.create(tx, task, owner(account), now=NOW),
+        one_statement=one_statement,
+    )
     assert await store.ledger(task.id) == [("debit", -PRICE)]
-    assert await store.balance(task.account_id) == CREDITS - PRICE
+    assert await store.balance(account.account_id) == CREDITS - PRICE
     ((after,),) = await store.sql("SELECT balance_after FROM ledger WHERE task_id = $1", task.id)
     assert after == CREDITS - PRICE
 
@@ -512,12 +519,68 @@ async def test_create_without_enough_credits_stores_nothing(
     work = store.db.wakeups.subscribe(Due.WORK)
     with pytest.raises(InsufficientCredits, match=f"the balance is {PRICE - 1}"):
         await store.write(
-            lambda tx: lifecycle.create(tx, task, now=NOW), one_statement=one_statement
+            lambda tx: lifecycle.create(tx, task, owner(account), now=NOW),
+            one_statement=one_statement,
         )
     assert await store.db.read(lambda tx: get_task(tx, task.id)) is None
     assert await store.ledger(task.id) == []
     assert await store.balance(account.account_id) == PRICE - 1
     assert not work.is_set()
+
+
+@ONE_STATEMENT
+async def test_create_by_a_presented_key_checks_it_and_answers_whose_task_it_is(
+    store: Store, one_statement: bool
+) -> None:
+    account = await open_account(store)
+    task = new_task(account)
+    presented = PresentedKey(hash_api_key(account.key))
+    made = await store.write(
+        lambda tx: lifecycle.create(tx, task, presented, now=NOW), one_statement=one_statement
+    )
+    assert made == owner(account)
+    stored = await store.task(task.id)
+    assert (stored.account_id, stored.api_key_id) == (account.account_id, account.key_id)
+    assert await store.ledger(task.id) == [("debit", -PRICE)]
+    assert await store.balance(account.account_id) == CREDITS - PRICE
+
+
+@ONE_STATEMENT
+async def test_create_by_an_unknown_or_revoked_key_stores_and_debits_nothing(
+    store: Store, one_statement: bool
+) -> None:
+    account = await open_account(store)
+    revoked = await open_account(store)
+    await keys.revoke_key(store.db, revoked.key_id)
+    for key in ("imk_not_a_key_we_made", revoked.key):
+        task = new_task(account)
+        presented = PresentedKey(hash_api_key(key))
+
+        async def create(
+            tx: Tx, task: NewTask = task, presented: PresentedKey = presented
+        ) -> Caller:
+            return await lifecycle.create(tx, task, presented, now=NOW)
+
+        with pytest.raises(InvalidKey):
+            await store.write(create, one_statement=one_statement)
+        assert not await store.sql("SELECT id FROM tasks WHERE id = $1", task.id)
+        assert await store.ledger(task.id) == []
+    assert await store.balance(revoked.account_id) == CREDITS
+
+
+@ONE_STATEMENT
+async def test_create_by_a_presented_key_without_enough_credits_says_so(
+    store: Store, one_statement: bool
+) -> None:
+    account = await open_account(store, credits=PRICE - 1)
+    task = new_task(account)
+    with pytest.raises(InsufficientCredits, match=f"the balance is {PRICE - 1}"):
+        await store.write(
+            lambda tx: lifecycle.create(tx, task, PresentedKey(hash_api_key(account.key)), now=NOW),
+            one_statement=one_statement,
+        )
+    assert await store.db.read(lambda tx: get_task(tx, task.id)) is None
+    assert await store.balance(account.account_id) == PRICE - 1
 
 
 @ONE_STATEMENT
@@ -532,9 +595,11 @@ async def test_create_wakes_the_workers_of_other_processes(
         heard = other.wakeups.subscribe(Due.WORK)
         await asyncio.wait_for(other.listening(), 30)
         heard.clear()  # the listener wakes everyone once it is connected
-        task = new_task(await open_account(store))
+        account = await open_account(store)
+        task = new_task(account)
         await store.write(
-            lambda tx: lifecycle.create(tx, task, now=NOW), one_statement=one_statement
+            lambda tx: lifecycle.create(tx, task, owner(account), now=NOW),
+            one_statement=one_statement,
         )
         await asyncio.wait_for(heard.wait(), 30)
     finally:
@@ -542,11 +607,12 @@ async def test_create_wakes_the_workers_of_other_processes(
 
 
 async def test_create_announces_work_once_committed(store: Store) -> None:
-    task = new_task(await open_account(store))
+    account = await open_account(store)
+    task = new_task(account)
     work = store.db.wakeups.subscribe(Due.WORK)
 
     async def create(tx: Tx) -> bool:
-        await lifecycle.create(tx, task, now=NOW)
+        await lifecycle.create(tx, task, owner(account), now=NOW)
         return work.is_set()
 
     assert await store.write(create) is False, "announced before the commit"
@@ -561,7 +627,7 @@ async def test_create_in_a_transaction_that_fails_announces_and_stores_nothing(
     work = store.db.wakeups.subscribe(Due.WORK)
 
     async def create_then_fail(tx: Tx) -> None:
-        await lifecycle.create(tx, task, now=NOW)
+        await lifecycle.create(tx, task, owner(account), now=NOW)
         raise Boom
 
     with pytest.raises(Boom):

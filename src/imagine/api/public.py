@@ -20,7 +20,7 @@ from imagine.api.deps import (
     query_value,
 )
 from imagine.api.envelope import EDGE_ERRORS, error_responses, ok
-from imagine.errors import InvalidInput
+from imagine.errors import ImagineError, InvalidInput
 from imagine.runtime import Runtime
 from imagine.schemas import (
     Cancelled,
@@ -33,7 +33,7 @@ from imagine.schemas import (
     StatusRequest,
     TaskCreated,
 )
-from imagine.services.keys import balance_of, presented_key_hash
+from imagine.services.keys import PresentedKey, balance_of, presented_key_hash
 from imagine.services.ratelimit import GENERATE, STATUS, Decision
 
 router = APIRouter(prefix="/api", tags=["generation"], responses=error_responses(*EDGE_ERRORS))
@@ -136,17 +136,23 @@ _generate_headers: list[dict[str, Any]] = [
 )
 async def generate(request: Request) -> Response:
     """Debits the model's credits and stores the task; answers at once with its id."""
-    runtime, caller = await authenticated(request)
-    limited = await runtime.limiter.check(GENERATE, caller.key_id)
-    idempotency_key = _idempotency_key(header_value(request, b"idempotency-key"))
-    body = await json_body(request, GenerateRequest)
+    runtime: Runtime = request.app.state.runtime
+    key_hash = presented_key_hash(header_value(request, b"authorization"))
+    limited = await runtime.limiter.check(GENERATE, key_hash)
+    try:
+        idempotency_key = _idempotency_key(header_value(request, b"idempotency-key"))
+        body = await json_body(request, GenerateRequest)
+    except ImagineError:
+        await authenticated(request)  # an invalid key is told so before a bad request
+        raise
     assert body is not None
     wait = _preferred_wait(header_value(request, b"prefer"))
-    created = await runtime.tasks.create(caller, body, idempotency_key)
+    # The key is checked in the create itself: one round trip to the database, not two.
+    created = await runtime.tasks.create(PresentedKey(key_hash), body, idempotency_key)
     answer: TaskCreated | StatusData = {"task_id": created.task_id, "status": created.status}
     if wait is not None:
         try:
-            answer = await runtime.tasks.wait_for(caller, created.task_id, wait) or answer
+            answer = await runtime.tasks.wait_for(created.owner, created.task_id, wait) or answer
         except Exception:
             # The task is stored and charged: whatever went wrong while waiting, the
             # client must learn its id, not an error it might retry into a second charge.

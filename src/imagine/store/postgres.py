@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from imagine.metrics import DATABASE_CONNECTIONS_OPENED
+from imagine.store.batches import Batches
 from imagine.store.errors import ConstraintViolation, DatabaseBusy, ValueRefused
 from imagine.store.query import Query, Row
 from imagine.store.wakeups import Due, Wakeups, wakeup_channel
@@ -60,32 +61,67 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
 class PgTx:
-    __slots__ = ("_conn", "announced", "one_statement")
+    __slots__ = ("_batches", "_conn", "_pool", "announced", "one_statement")
 
-    def __init__(self, conn: asyncpg.Connection, *, one_statement: bool = False) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection | None,
+        *,
+        pool: asyncpg.Pool | None = None,
+        batches: Batches | None = None,
+    ) -> None:
+        """A job's statements on `conn`; or, in a job of one statement, on a connection
+        taken from `pool` only if it runs one (its batchable statement goes to
+        `batches`), so that a job waiting for its batch holds no connection."""
         self._conn = conn
+        self._pool = pool
+        self._batches = batches
         self.announced: list[Due] = []
-        self.one_statement = one_statement
+        self.one_statement = batches is not None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None:
+            assert self._pool is not None
+            self._conn = await self._pool.acquire()
+        return self._conn
 
     def announce(self, due: Due) -> None:
         self.announced.append(due)
 
+    async def release(self) -> None:
+        if self._pool is not None and self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._pool.release(conn)
+
     async def one(self, query: Query, params: dict[str, Any] | None = None) -> Row | None:
         compiled = query.postgres()
-        raw = await self._conn.fetchrow(compiled.sql, *compiled.parameters(params or {}))
+        values = compiled.parameters(params or {})
+        batching = query.batching
+        if self._batches is not None and batching is not None and params is not None:
+            raw = await self._batches.one(
+                compiled.sql,
+                values,
+                key=params[batching.key],
+                order=params.get(batching.order),
+                key_column=compiled.columns.index(batching.key),
+            )
+        else:
+            raw = await (await self._connection()).fetchrow(compiled.sql, *values)
         return None if raw is None else compiled.row(tuple(raw))
 
     async def all(self, query: Query, params: dict[str, Any] | None = None) -> list[Row]:
         compiled = query.postgres()
-        rows = await self._conn.fetch(compiled.sql, *compiled.parameters(params or {}))
+        conn = await self._connection()
+        rows = await conn.fetch(compiled.sql, *compiled.parameters(params or {}))
         return [compiled.row(tuple(raw)) for raw in rows]
 
     async def run(self, query: Query, params: dict[str, Any] | None = None) -> int:
         compiled = query.postgres()
         values = compiled.parameters(params or {})
+        conn = await self._connection()
         if compiled.columns:
-            return len(await self._conn.fetch(compiled.sql, *values))
-        status: str = await self._conn.execute(compiled.sql, *values)
+            return len(await conn.fetch(compiled.sql, *values))
+        status: str = await conn.execute(compiled.sql, *values)
         # The command tag: "UPDATE 3", "INSERT 0 1", "DELETE 0".
         count = status.rpartition(" ")[2]
         return int(count) if count.isdigit() else 0
@@ -109,6 +145,7 @@ class PostgresRunner:
         self._opening = asyncio.Lock()
         self._to_notify: set[Due] = set()
         self._notifying: asyncio.Task[None] | None = None
+        self._batches = Batches(self._connections)
 
     async def _connections(self) -> asyncpg.Pool:
         if self._pool is not None:
@@ -170,12 +207,14 @@ class PostgresRunner:
         raise AssertionError("unreachable")
 
     async def _write_alone(self, job: Job[T]) -> T:
-        """A job whose write is one statement: that statement is its own transaction
-        (and carries its own NOTIFY; see Tx.one_statement)."""
-        pool = await self._connections()
-        async with pool.acquire() as conn:
-            tx = PgTx(conn, one_statement=True)
+        """A job whose write is one statement: that statement is its own transaction,
+        shared with the runs of it that arrive at the same moment when it is batchable
+        (store/batches.py; see Tx.one_statement)."""
+        tx = PgTx(None, pool=await self._connections(), batches=self._batches)
+        try:
             result = await job(tx)
+        finally:
+            await tx.release()
         self._announce(set(tx.announced))
         return result
 
@@ -216,6 +255,7 @@ class PostgresRunner:
             await asyncio.sleep(NOTIFY_SPACING)
 
     async def close(self) -> None:
+        await self._batches.close()
         if self._notifying is not None:
             await asyncio.gather(self._notifying, return_exceptions=True)
         if self._pool is not None:

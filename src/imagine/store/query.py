@@ -69,12 +69,33 @@ def equals_if_given(column: ColumnElement[Any], name: str) -> ColumnElement[bool
     return or_(given.is_(None), column == given)
 
 
-class Query:
-    __slots__ = ("_postgres", "_sqlite", "_sqlite_statement", "statement")
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """How runs of one statement that arrive together may share a transaction (group
+    commit, PostgreSQL): the statement answers at most one row per run, and that row's
+    `key` column holds the run's own `key` parameter, so each run finds its answer; runs
+    go in the order of their `order` parameter, so that two batches take the row locks
+    they share in one order."""
 
-    def __init__(self, statement: Executable, *, sqlite: Executable | None = None) -> None:
-        """`sqlite`: the form SQLite runs, where its planner needs a different statement."""
+    key: str
+    order: str
+
+
+class Query:
+    __slots__ = ("_postgres", "_sqlite", "_sqlite_statement", "batching", "statement")
+
+    def __init__(
+        self,
+        statement: Executable,
+        *,
+        sqlite: Executable | None = None,
+        batching: Batching | None = None,
+    ) -> None:
+        """`sqlite`: the form SQLite runs, where its planner needs a different statement.
+        `batching`: the statement may run batched with others of its kind (see Batching)
+        in a job of one statement."""
         self.statement = statement
+        self.batching = batching
         self._sqlite_statement = sqlite if sqlite is not None else statement
         self._sqlite: Compiled | None = None
         self._postgres: Compiled | None = None

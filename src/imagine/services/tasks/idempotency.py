@@ -11,6 +11,7 @@ import orjson
 
 from imagine.errors import InvalidInput
 from imagine.schemas import GenerateRequest
+from imagine.services.keys import Caller
 from imagine.states import TaskStatus
 from imagine.store.errors import ConstraintViolation
 from imagine.store.idempotency import EarlierRequest
@@ -24,6 +25,8 @@ class Created:
     status: TaskStatus
     replayed: bool
     """An idempotent retry: the task created by the key's first request."""
+    owner: Caller
+    """Whose task it is (a create that checked the key itself says whose it was)."""
 
 
 def fingerprint(request: GenerateRequest) -> str:
@@ -31,7 +34,9 @@ def fingerprint(request: GenerateRequest) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def replay(earlier: EarlierRequest, request_hash: str, now: datetime) -> Created | None:
+def replay(
+    earlier: EarlierRequest, request_hash: str, now: datetime, owner: Caller
+) -> Created | None:
     """The earlier task for a repeated key, None when the key has expired; raises for a
     key reused with another body."""
     if now - earlier.created_at > WINDOW:
@@ -41,7 +46,7 @@ def replay(earlier: EarlierRequest, request_hash: str, now: datetime) -> Created
             "Idempotency-Key: already used with a different request body; "
             "use a new key for a new request"
         )
-    return Created(earlier.task_id, earlier.status, replayed=True)
+    return Created(earlier.task_id, earlier.status, replayed=True, owner=owner)
 
 
 def is_conflict(exc: Exception) -> bool:

@@ -44,12 +44,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.dml import Update
 
+from imagine.errors import InvalidKey
 from imagine.services import billing, webhooks
+from imagine.services.keys import Caller, PresentedKey
 from imagine.services.tasks.payloads import status_data
 from imagine.states import LedgerKind, TaskStatus
+from imagine.store import accounts as accounts_repo
 from imagine.store.db import Tx
-from imagine.store.query import Query
-from imagine.store.schema import accounts, ledger, tasks
+from imagine.store.query import Batching, Query
+from imagine.store.schema import accounts, api_keys, ledger, tasks
 from imagine.store.tasks import TaskRow, TaskView
 from imagine.store.types import UTCDateTime
 from imagine.store.wakeups import Due
@@ -70,11 +73,9 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class NewTask:
-    """What `create` stores; the rest of the row starts empty."""
+    """What `create` stores besides its owner; the rest of the row starts empty."""
 
     id: str
-    account_id: str
-    api_key_id: str
     model: str
     request: dict[str, Any]
     callback_url: str | None
@@ -155,11 +156,15 @@ async def _leased(
 
 # -- create -----------------------------------------------------------------------------
 
+
+Owner = Caller | PresentedKey
+
 _NEW_COLUMNS = tuple(name for name in NewTask.__dataclass_fields__ if name != "deadline")
 _insert = Query(
     insert(tasks).values(
-        {name: bindparam(name) for name in (*_NEW_COLUMNS, "deadline_at")}
+        {name: bindparam(name) for name in (*_NEW_COLUMNS, "account_id", "api_key_id")}
         | {
+            "deadline_at": bindparam("deadline_at"),
             "status": IN_PROGRESS,
             "refunded": False,
             "attempts": 0,
@@ -173,74 +178,126 @@ _insert = Query(
 
 # The same in one statement (PostgreSQL, whose writes compose in CTEs): the debit, its
 # ledger row and the task in one round trip with no transaction around it, so an
-# account's row lock is held for as short as can be.
-_debit = (
-    update(accounts)
-    .where(accounts.c.id == bindparam("account_id"), accounts.c.balance >= bindparam("credits"))
-    .values(balance=accounts.c.balance - bindparam("credits"), updated_at=_now)
-    .returning(accounts.c.balance)
-    .cte("debit")
+# account's row lock is held for as short as can be. Given a key hash, the key is looked
+# up in the statement too; an unknown or revoked key, like a balance too low, debits
+# nothing and stores nothing.
+_credits = bindparam("credits", type_=ledger.c.amount.type)
+_active_key = (
+    select(api_keys.c.id, api_keys.c.account_id)
+    .where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
+    .cte("presented")
 )
-_debited = (
-    insert(ledger)
-    .from_select(
-        ["account_id", "kind", "amount", "balance_after", "task_id", "created_at"],
-        select(
-            bindparam("account_id", type_=ledger.c.account_id.type),
-            literal(LedgerKind.DEBIT, type_=ledger.c.kind.type),
-            -bindparam("credits", type_=ledger.c.amount.type),
-            _debit.c.balance,
-            bindparam("id", type_=ledger.c.task_id.type),
-            _now,
-        ),
+
+
+def _debit(account: Any, *extra: Any) -> Any:
+    return (
+        update(accounts)
+        .where(accounts.c.id == account, accounts.c.balance >= _credits)
+        .values(balance=accounts.c.balance - _credits, updated_at=_now)
+        .returning(accounts.c.id.label("account_id"), accounts.c.balance, *extra)
+        .cte("debit")
     )
-    .cte("debited")
-)
-_new_task: dict[str, Any] = {
-    **{name: bindparam(name, type_=tasks.c[name].type) for name in _NEW_COLUMNS},
-    "deadline_at": bindparam("deadline_at", type_=UTCDateTime),
-    "status": literal(IN_PROGRESS, type_=tasks.c.status.type),
-    "refunded": literal(False),
-    "attempts": literal(0),
-    "next_check_at": _now,
-    "created_at": _now,
-    "updated_at": _now,
-}
-_stored = (
-    insert(tasks)
-    .from_select(list(_new_task), select(*_new_task.values()).select_from(_debit))
-    .cte("stored")
-)
-_create_at_once = Query(select(_debit.c.balance).add_cte(_debited).add_cte(_stored))
 
 
-async def create(tx: Tx, task: NewTask, *, now: datetime) -> Applied:
-    """Nothing → IN_PROGRESS, due now. Debits the price first: raises
-    InsufficientCredits (and stores nothing) when the balance can't cover it.
+def _create_in_one(debit: Any, key_id: Any, *, order: str) -> Query:
+    debited = (
+        insert(ledger)
+        .from_select(
+            ["account_id", "kind", "amount", "balance_after", "task_id", "created_at"],
+            select(
+                debit.c.account_id,
+                literal(LedgerKind.DEBIT, type_=ledger.c.kind.type),
+                -_credits,
+                debit.c.balance,
+                bindparam("id", type_=ledger.c.task_id.type),
+                _now,
+            ),
+        )
+        .cte("debited")
+    )
+    new_task: dict[str, Any] = {
+        **{name: bindparam(name, type_=tasks.c[name].type) for name in _NEW_COLUMNS},
+        "account_id": debit.c.account_id,
+        "api_key_id": key_id,
+        "deadline_at": bindparam("deadline_at", type_=UTCDateTime),
+        "status": literal(IN_PROGRESS, type_=tasks.c.status.type),
+        "refunded": literal(False),
+        "attempts": literal(0),
+        "next_check_at": _now,
+        "created_at": _now,
+        "updated_at": _now,
+    }
+    stored = (
+        insert(tasks)
+        .from_select(list(new_task), select(*new_task.values()).select_from(debit))
+        .cte("stored")
+    )
+    answer = select(
+        bindparam("id", type_=tasks.c.id.type).label("id"),
+        debit.c.account_id,
+        key_id.label("key_id"),
+    )
+    # Creates that arrive together commit together (store/batches.py), each finding its
+    # answer by its task id, taking the account row locks in the order of `order`.
+    return Query(answer.add_cte(debited).add_cte(stored), batching=Batching(key="id", order=order))
+
+
+_by_caller = _debit(bindparam("account_id", type_=accounts.c.id.type))
+_create_for_caller = _create_in_one(
+    _by_caller, bindparam("api_key_id", type_=tasks.c.api_key_id.type), order="account_id"
+)
+_by_key = _debit(_active_key.c.account_id, _active_key.c.id.label("key_id"))
+_create_for_key = _create_in_one(_by_key, _by_key.c.key_id, order="key_hash")
+
+
+async def create(tx: Tx, task: NewTask, owner: Owner, *, now: datetime) -> Caller:
+    """Nothing → IN_PROGRESS, due now, owned by `owner`, whom it answers with. Debits the
+    price first: raises InsufficientCredits (and stores nothing) when the balance can't
+    cover it, and InvalidKey when a presented key is unknown or revoked.
 
     A `tx` of one statement (`Database.write(..., one_statement=True)`, PostgreSQL)
-    does it all in that statement."""
+    does it all in that statement, the key check included."""
+    params: dict[str, Any] = {name: getattr(task, name) for name in _NEW_COLUMNS}
+    params |= {"deadline_at": now + task.deadline, "now": now, "credits": task.credits}
     if tx.one_statement:
-        params = {name: getattr(task, name) for name in _NEW_COLUMNS}
-        row = await tx.one(
-            _create_at_once, {**params, "deadline_at": now + task.deadline, "now": now}
-        )
+        if isinstance(owner, PresentedKey):
+            row = await tx.one(_create_for_key, {**params, "key_hash": owner.key_hash})
+        else:
+            row = await tx.one(
+                _create_for_caller,
+                {**params, "account_id": owner.account_id, "api_key_id": owner.key_id},
+            )
         if row is None:
-            raise await billing.insufficient(tx, task.account_id, task.model, task.credits)
+            raise await _not_created(tx, task, owner)
         tx.announce(Due.WORK)
-        return Applied(task.id, IN_PROGRESS)
+        return Caller(key_id=row["key_id"], account_id=row["account_id"])
+    caller = await _caller(tx, owner)
     await billing.debit_task(
         tx,
-        account_id=task.account_id,
+        account_id=caller.account_id,
         task_id=task.id,
         amount=task.credits,
         model=task.model,
         now=now,
     )
-    params = {name: getattr(task, name) for name in _NEW_COLUMNS}
-    await tx.run(_insert, {**params, "deadline_at": now + task.deadline, "now": now})
+    await tx.run(_insert, {**params, "account_id": caller.account_id, "api_key_id": caller.key_id})
     tx.announce(Due.WORK)
-    return Applied(task.id, IN_PROGRESS)
+    return caller
+
+
+async def _caller(tx: Tx, owner: Owner) -> Caller:
+    if isinstance(owner, Caller):
+        return owner
+    found = await accounts_repo.find_active_key(tx, owner.key_hash)
+    if found is None:
+        raise InvalidKey()
+    return Caller(key_id=found.key_id, account_id=found.account_id)
+
+
+async def _not_created(tx: Tx, task: NewTask, owner: Owner) -> Exception:
+    """Why a create of one statement stored nothing: the key, or else the balance."""
+    caller = await _caller(tx, owner)
+    return await billing.insufficient(tx, caller.account_id, task.model, task.credits)
 
 
 # -- claims -----------------------------------------------------------------------------

@@ -7,15 +7,15 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from imagine.clock import utc_now
-from imagine.errors import InvalidInput, TaskAlreadyEnded, TaskNotFound
+from imagine.errors import ImagineError, InvalidInput, TaskAlreadyEnded, TaskNotFound
 from imagine.ids import new_task_id
 from imagine.providers.base import source_index_problem
 from imagine.providers.registry import ProviderRouter, UnknownProvider
 from imagine.schemas import Cancelled, GenerateRequest, StatusData
-from imagine.services.keys import Caller
+from imagine.services.keys import Caller, PresentedKey, authenticate_hash
 from imagine.services.tasks import idempotency, lifecycle, validation
 from imagine.services.tasks.idempotency import Created
-from imagine.services.tasks.lifecycle import Refused
+from imagine.services.tasks.lifecycle import Owner, Refused
 from imagine.services.tasks.payloads import status_data
 from imagine.services.tasks.sources import usable_source
 from imagine.services.tasks.status import Refresh, StatusReader
@@ -46,13 +46,58 @@ class TaskService:
         self._reader = StatusReader(db, refresh=refresh, refresh_interval=refresh_interval)
 
     async def create(
-        self, caller: Caller, request: GenerateRequest, idempotency_key: str | None = None
+        self, owner: Owner, request: GenerateRequest, idempotency_key: str | None = None
     ) -> Created:
         """Validate, debit and store a task in one transaction.
+
+        `owner` is the caller, or the key it presented: then the key is checked in the
+        create itself (on PostgreSQL the whole create is one statement), and an invalid
+        key is still told so before anything wrong with the request.
 
         With an idempotency key, the key's first task is given back (and nothing charged)
         when the same key comes again with the same body within a day; with another body
         it is refused."""
+        if isinstance(owner, PresentedKey) and (
+            idempotency_key or request.input.task_id is not None
+        ):
+            # Both read the account's rows before the write: know the account first.
+            owner = await authenticate_hash(self._db, owner.key_hash)
+        try:
+            task = await self._new_task(owner, request)
+        except ImagineError:
+            if isinstance(owner, PresentedKey):
+                await authenticate_hash(self._db, owner.key_hash)
+            raise
+        request_hash = idempotency.fingerprint(request) if idempotency_key else ""
+
+        async def store(tx: Tx) -> Created:
+            now = utc_now()
+            if idempotency_key:
+                assert isinstance(owner, Caller)
+                earlier = await idempotency_repo.find(tx, owner.account_id, idempotency_key)
+                if earlier is not None:
+                    replayed = idempotency.replay(earlier, request_hash, now, owner)
+                    if replayed is not None:
+                        return replayed
+                    await idempotency_repo.forget(tx, owner.account_id, idempotency_key)
+            caller = await lifecycle.create(tx, task, owner, now=now)
+            if idempotency_key:
+                await idempotency_repo.remember(
+                    tx, caller.account_id, idempotency_key, request_hash, task.id, now
+                )
+            return Created(task.id, TaskStatus.IN_PROGRESS, replayed=False, owner=caller)
+
+        try:
+            # Without an idempotency key, the create is one statement on PostgreSQL.
+            return await self._db.write(store, one_statement=not idempotency_key)
+        except Exception as exc:
+            if not (idempotency_key and idempotency.is_conflict(exc)):
+                raise
+            # Two requests with one key at the same moment: the other one stored first.
+            return await self._db.write(store)
+
+    async def _new_task(self, owner: Owner, request: GenerateRequest) -> lifecycle.NewTask:
+        """The task a request asks for, validated and routed; raises what is wrong."""
         spec = validation.model_of(request)
         validation.check_inputs(
             spec, request.input, allow_private=self._allow_private, is_own_url=self._is_own_url
@@ -60,9 +105,10 @@ class TaskService:
         validation.check_callback_url(request.callback_url, allow_private=self._allow_private)
         source = None
         if request.input.task_id is not None:
-            source_id = request.input.task_id
+            assert isinstance(owner, Caller)
+            source_id, account_id = request.input.task_id, owner.account_id
             row = await self._db.read(
-                lambda tx: repo.get_task(tx, source_id, account_id=caller.account_id)
+                lambda tx: repo.get_task(tx, source_id, account_id=account_id)
             )
             source = usable_source(spec, source_id, row)
         shown = validation.sanitized_request(request)
@@ -70,11 +116,8 @@ class TaskService:
         if index_problem is not None:
             raise InvalidInput(index_problem)
         provider = self._router.route(spec.name, shown["input"], source)
-        request_hash = idempotency.fingerprint(request) if idempotency_key else ""
-        task = lifecycle.NewTask(
+        return lifecycle.NewTask(
             id=new_task_id(),
-            account_id=caller.account_id,
-            api_key_id=caller.key_id,
             model=spec.name,
             request=shown,
             callback_url=request.callback_url,
@@ -85,31 +128,6 @@ class TaskService:
             callback_token=secrets.token_urlsafe(24),
             deadline=self._deadline,
         )
-
-        async def store(tx: Tx) -> Created:
-            now = utc_now()
-            if idempotency_key:
-                earlier = await idempotency_repo.find(tx, caller.account_id, idempotency_key)
-                if earlier is not None:
-                    replayed = idempotency.replay(earlier, request_hash, now)
-                    if replayed is not None:
-                        return replayed
-                    await idempotency_repo.forget(tx, caller.account_id, idempotency_key)
-            created = await lifecycle.create(tx, task, now=now)
-            if idempotency_key:
-                await idempotency_repo.remember(
-                    tx, caller.account_id, idempotency_key, request_hash, task.id, now
-                )
-            return Created(created.task_id, created.status, replayed=False)
-
-        try:
-            # Without an idempotency key, the create is one statement on PostgreSQL.
-            return await self._db.write(store, one_statement=not idempotency_key)
-        except Exception as exc:
-            if not (idempotency_key and idempotency.is_conflict(exc)):
-                raise
-            # Two requests with one key at the same moment: the other one stored first.
-            return await self._db.write(store)
 
     async def status(self, caller: Caller, task_id: str) -> TaskView:
         return await self._reader.status(caller, task_id)
