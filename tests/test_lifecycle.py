@@ -584,6 +584,42 @@ async def test_create_by_a_presented_key_without_enough_credits_says_so(
 
 
 @ONE_STATEMENT
+async def test_creates_at_the_same_moment_are_each_answered_and_one_failing_fails_alone(
+    store: Store, one_statement: bool
+) -> None:
+    """On PostgreSQL creates that arrive together commit together (store/batches.py):
+    each caller gets its own answer, a create that fails (here: a task id already taken)
+    fails alone, and one account's many creates are each debited once."""
+    accounts = [await open_account(store, credits=1000) for _ in range(4)]
+    taken = new_task(accounts[0])
+    await store.write(lambda tx: lifecycle.create(tx, taken, owner(accounts[0]), now=NOW))
+    wanted = [(accounts[i % 4], new_task(accounts[i % 4])) for i in range(40)]
+    wanted.insert(17, (accounts[1], replace(new_task(accounts[1]), id=taken.id)))
+
+    async def create(account: CreatedKey, task: NewTask) -> Caller:
+        presented = PresentedKey(hash_api_key(account.key))
+        return await store.write(
+            lambda tx: lifecycle.create(tx, task, presented, now=NOW),
+            one_statement=one_statement,
+        )
+
+    outcomes = await asyncio.gather(
+        *(create(account, task) for account, task in wanted), return_exceptions=True
+    )
+    assert isinstance(outcomes.pop(17), ConstraintViolation)
+    del wanted[17]
+    assert outcomes == [owner(account) for account, _ in wanted]
+    for _, task in wanted:
+        assert await store.ledger(task.id) == [("debit", -PRICE)]
+    assert [await store.balance(account.account_id) for account in accounts] == [
+        1000 - 11 * PRICE,
+        1000 - 10 * PRICE,
+        1000 - 10 * PRICE,
+        1000 - 10 * PRICE,
+    ]
+
+
+@ONE_STATEMENT
 async def test_create_wakes_the_workers_of_other_processes(
     store: Store, database: Path | str, one_statement: bool
 ) -> None:
