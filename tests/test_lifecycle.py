@@ -511,16 +511,17 @@ async def test_create_debits_the_price(store: Store, one_statement: bool) -> Non
 
 
 @ONE_STATEMENT
+@pytest.mark.parametrize("by_key", [False, True], ids=["caller", "presented-key"])
 async def test_create_without_enough_credits_stores_nothing(
-    store: Store, one_statement: bool
+    store: Store, one_statement: bool, by_key: bool
 ) -> None:
     account = await open_account(store, credits=PRICE - 1)
     task = new_task(account)
+    who: lifecycle.Owner = PresentedKey(hash_api_key(account.key)) if by_key else owner(account)
     work = store.db.wakeups.subscribe(Due.WORK)
     with pytest.raises(InsufficientCredits, match=f"the balance is {PRICE - 1}"):
         await store.write(
-            lambda tx: lifecycle.create(tx, task, owner(account), now=NOW),
-            one_statement=one_statement,
+            lambda tx: lifecycle.create(tx, task, who, now=NOW), one_statement=one_statement
         )
     assert await store.db.read(lambda tx: get_task(tx, task.id)) is None
     assert await store.ledger(task.id) == []
@@ -566,21 +567,6 @@ async def test_create_by_an_unknown_or_revoked_key_stores_and_debits_nothing(
         assert not await store.sql("SELECT id FROM tasks WHERE id = $1", task.id)
         assert await store.ledger(task.id) == []
     assert await store.balance(revoked.account_id) == CREDITS
-
-
-@ONE_STATEMENT
-async def test_create_by_a_presented_key_without_enough_credits_says_so(
-    store: Store, one_statement: bool
-) -> None:
-    account = await open_account(store, credits=PRICE - 1)
-    task = new_task(account)
-    with pytest.raises(InsufficientCredits, match=f"the balance is {PRICE - 1}"):
-        await store.write(
-            lambda tx: lifecycle.create(tx, task, PresentedKey(hash_api_key(account.key)), now=NOW),
-            one_statement=one_statement,
-        )
-    assert await store.db.read(lambda tx: get_task(tx, task.id)) is None
-    assert await store.balance(account.account_id) == PRICE - 1
 
 
 @ONE_STATEMENT
