@@ -80,6 +80,29 @@ class TestMissingKey:
         answer = httpx.post(f"{server.url}/api/generate", content=b"{not json")
         assert_error(answer, 401)
 
+    @pytest.mark.parametrize(
+        ("body", "headers"),
+        [
+            (b"{not json", {}),
+            (b'{"model": "grok-imagine/nope", "input": {"prompt": "x"}}', {}),
+            (b'{"input": {"prompt": "x"}, "callback_url": "ftp://x"}', {}),
+            (b'{"input": {"prompt": "x"}}', {"Idempotency-Key": "k" * 201}),
+            (b'{"model": "grok-imagine/upscale", "input": {"task_id": "task_nope"}}', {}),
+        ],
+        ids=["malformed", "unknown-model", "callback-url", "idempotency-key", "source-task"],
+    )
+    def test_an_unknown_key_is_told_before_anything_wrong_with_the_request(
+        self, server: ServerProcess, body: bytes, headers: dict[str, str]
+    ) -> None:
+        # The key is checked in the create itself; a request that goes no further must
+        # still say the key is wrong first.
+        answer = httpx.post(
+            f"{server.url}/api/generate",
+            content=body,
+            headers={"Authorization": "Bearer im_not-a-real-key", **headers},
+        )
+        assert_error(answer, 401, "invalid API key")
+
 
 class TestBadInput:
     @pytest.mark.parametrize(

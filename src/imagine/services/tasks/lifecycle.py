@@ -258,7 +258,7 @@ async def create(tx: Tx, task: NewTask, owner: Owner, *, now: datetime) -> Calle
     A `tx` of one statement (`Database.write(..., one_statement=True)`, PostgreSQL)
     does it all in that statement, the key check included."""
     params: dict[str, Any] = {name: getattr(task, name) for name in _NEW_COLUMNS}
-    params |= {"deadline_at": now + task.deadline, "now": now, "credits": task.credits}
+    params |= {"deadline_at": now + task.deadline, "now": now}
     if tx.one_statement:
         if isinstance(owner, PresentedKey):
             row = await tx.one(_create_for_key, {**params, "key_hash": owner.key_hash})

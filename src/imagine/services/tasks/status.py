@@ -10,10 +10,9 @@ from datetime import timedelta
 from imagine.clock import utc_now
 from imagine.errors import TaskNotFound
 from imagine.schemas import StatusData
-from imagine.services.keys import Caller, invalid_key
+from imagine.services.keys import Caller, authenticate_hash, invalid_key
 from imagine.services.tasks.payloads import status_data
 from imagine.states import TaskStatus
-from imagine.store import accounts as accounts_repo
 from imagine.store import tasks as repo
 from imagine.store.db import Database
 from imagine.store.tasks import TaskRow, TaskView
@@ -55,12 +54,8 @@ class StatusReader:
         """
         cached = self._finished.get(task_id)
         if cached is not None:
-            key = await self._db.read(
-                lambda tx: accounts_repo.find_active_key(tx, key_hash), snapshot=False
-            )
-            if key is None:
-                raise invalid_key()
-            if key.account_id != cached[0]:
+            caller = await authenticate_hash(self._db, key_hash)
+            if caller.account_id != cached[0]:
                 raise TaskNotFound(task_id)
             return cached[1]
         found = await self._db.read(
