@@ -37,9 +37,11 @@ from imagine.services.tasks import lifecycle
 from imagine.services.tasks.lifecycle import Applied, Lease, NewTask, Refused, Result
 from imagine.services.tasks.payloads import status_data
 from imagine.states import TaskStatus
+from imagine.store import accounts as billing_repo
+from imagine.store.accounts import find_active_key
 from imagine.store.db import ConstraintViolation, Database, Tx
 from imagine.store.migrate import upgrade
-from imagine.store.tasks import TaskRow, TaskView, get_task
+from imagine.store.tasks import KeyAndView, TaskRow, TaskView, get_task, get_view_for_key
 from imagine.store.wakeups import Due
 from tests.support.databases import (
     create_postgres_database,
@@ -231,6 +233,10 @@ async def created(
     made = await store.write(lambda tx: lifecycle.create(tx, task, owner(account), now=now))
     assert made == owner(account)
     return await store.task(task.id)
+
+
+async def created_as(store: Store, account: CreatedKey, task: NewTask) -> None:
+    await store.write(lambda tx: lifecycle.create(tx, task, owner(account), now=NOW))
 
 
 async def claim(
@@ -603,6 +609,82 @@ async def test_creates_at_the_same_moment_are_each_answered_and_one_failing_fail
         1000 - 10 * PRICE,
         1000 - 10 * PRICE,
     ]
+
+
+async def test_reads_at_the_same_moment_each_find_their_own_answer(store: Store) -> None:
+    """On PostgreSQL the key check and the status read of polls that arrive together
+    share a round trip (store/batches.py): each still gets the answer to what it asked,
+    whether its key is unknown, revoked or valid and the task its own, another's or none."""
+    accounts = [await open_account(store) for _ in range(3)]
+    revoked = await open_account(store)
+    await keys.revoke_key(store.db, revoked.key_id)
+    task_ids = []
+    for account in accounts:
+        task = new_task(account)
+        await created_as(store, account, task)
+        task_ids.append(task.id)
+    presented = [*accounts, revoked]
+    asked = [
+        (hash_api_key(key), task_id)
+        for key in [*(account.key for account in presented), "sk-unknown"]
+        for task_id in [*task_ids, new_task_id()]
+    ] * 3
+
+    def expected(key_hash: str, task_id: str) -> tuple[str, str | None] | None:
+        for account, own in zip(presented, [*task_ids, None], strict=True):
+            if hash_api_key(account.key) == key_hash:
+                if account is revoked:
+                    return None
+                return account.account_id, task_id if own == task_id else None
+        return None
+
+    def answer(found: KeyAndView | None) -> tuple[str, str | None] | None:
+        if found is None:
+            return None
+        return found.account_id, None if found.view is None else found.view.id
+
+    async def view(key_hash: str, task_id: str) -> KeyAndView | None:
+        return await store.db.read(
+            lambda tx: get_view_for_key(tx, key_hash, task_id), snapshot=False
+        )
+
+    views = await asyncio.gather(*(view(h, t) for h, t in asked))
+    assert [answer(found) for found in views] == [expected(h, t) for h, t in asked]
+    callers = await asyncio.gather(
+        *(keys.authenticate_hash(store.db, h) for h, _ in asked), return_exceptions=True
+    )
+    for (key_hash, _), caller in zip(asked, callers, strict=True):
+        if (wanted := expected(key_hash, "")) is None:
+            assert isinstance(caller, InvalidKey)
+        else:
+            assert isinstance(caller, Caller)
+            assert caller.account_id == wanted[0]
+
+
+async def test_a_read_holding_the_only_connection_still_runs_its_batchable_statement(
+    database: Path | str,
+) -> None:
+    """A job that took a connection for one statement runs its next, batchable one on
+    that connection: a batch would wait for a second connection a pool of one can't
+    give."""
+    db = Database(
+        _sqlite_url(database) if isinstance(database, Path) else sqlalchemy_url(database),
+        pool_size=1,
+    )
+    try:
+        account = await keys.create_key(db, name="alone", credits=CREDITS)
+
+        async def both(tx: Tx) -> tuple[int | None, bool]:
+            balance = await billing_repo.get_balance(tx, account.account_id)
+            found = await find_active_key(tx, hash_api_key(account.key))
+            return balance, found is not None
+
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(db.read(both, snapshot=False) for _ in range(5))), 30
+        )
+        assert answers == [(CREDITS, True)] * 5
+    finally:
+        await db.dispose()
 
 
 @ONE_STATEMENT

@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 
 from imagine.states import LedgerKind
 from imagine.store.db import Tx
-from imagine.store.query import Query
+from imagine.store.query import Batching, Query
 from imagine.store.schema import accounts, api_keys, ledger
 
 
@@ -92,10 +92,12 @@ _insert_key = Query(
         created_at=bindparam("now"),
     )
 )
+# Every call checks a key, so checks that arrive together share a round trip.
 _active_key = Query(
-    select(api_keys.c.id, api_keys.c.account_id).where(
+    select(api_keys.c.id, api_keys.c.account_id, api_keys.c.key_hash).where(
         api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
-    )
+    ),
+    batching=Batching(key=("key_hash",)),
 )
 _keys = select(
     api_keys.c.id,

@@ -10,6 +10,10 @@ sent as asyncpg's pipelined `fetchmany`: every run's Bind and Execute, then one 
 which PostgreSQL runs as one implicit transaction. Nothing waits on a timer: a lone run
 goes at once, as a batch of one.
 
+The reads every call makes (the key check, the status poll) are batched the same way:
+there the gain is one pool checkout and one round trip for the whole batch, which is
+most of what a one-row read costs the API process.
+
 Every caller is answered only after the batch committed. One run that fails (a value
 PostgreSQL refuses, a constraint) must not fail the others, so a batch that fails is
 run again one statement at a time, and only the run at fault gets the error. A lost
@@ -38,7 +42,7 @@ MAX_BATCH = 128
 @dataclass(slots=True)
 class _Run:
     args: Sequence[Any]
-    key: Any
+    key: tuple[Any, ...]
     order: Any
     answer: asyncio.Future[asyncpg.Record | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -61,38 +65,46 @@ class Batches:
         self._running: set[asyncio.Task[None]] = set()
 
     async def one(
-        self, sql: str, args: Sequence[Any], *, key: Any, order: Any, key_column: int
+        self,
+        sql: str,
+        args: Sequence[Any],
+        *,
+        key: tuple[Any, ...],
+        order: Any,
+        key_columns: tuple[int, ...],
     ) -> asyncpg.Record | None:
         """The row of this run of `sql` (None when it answers none), once its batch has
-        committed. `key` is the run's own value of the statement's key column (number
-        `key_column` of its row); `order` sorts the runs of a batch."""
+        committed. `key` is the run's own values of the statement's key columns (numbers
+        `key_columns` of its row); `order` sorts the runs of a batch."""
         run = _Run(args, key, order)
         queue = self._queues[sql]
         queue.waiting.append(run)
-        self._start(sql, queue, key_column)
+        self._start(sql, queue, key_columns)
         return await run.answer
 
-    def _start(self, sql: str, queue: _Queue, key_column: int) -> None:
+    def _start(self, sql: str, queue: _Queue, key_columns: tuple[int, ...]) -> None:
         while queue.waiting and queue.in_flight < IN_FLIGHT:
             batch = queue.waiting[:MAX_BATCH]
             del queue.waiting[:MAX_BATCH]
             queue.in_flight += 1
-            task = asyncio.create_task(self._send(sql, queue, batch, key_column))
+            task = asyncio.create_task(self._send(sql, queue, batch, key_columns))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _send(self, sql: str, queue: _Queue, batch: list[_Run], key_column: int) -> None:
+    async def _send(
+        self, sql: str, queue: _Queue, batch: list[_Run], key_columns: tuple[int, ...]
+    ) -> None:
         try:
             # A caller that gave up before its batch was sent is left out: it was never
             # told anything, so nothing of it may be stored.
             runs = sorted((run for run in batch if not run.answer.done()), key=_order)
             if runs:
-                await self._commit(sql, runs, key_column)
+                await self._commit(sql, runs, key_columns)
         finally:
             queue.in_flight -= 1
-            self._start(sql, queue, key_column)
+            self._start(sql, queue, key_columns)
 
-    async def _commit(self, sql: str, runs: list[_Run], key_column: int) -> None:
+    async def _commit(self, sql: str, runs: list[_Run], key_columns: tuple[int, ...]) -> None:
         try:
             pool = await self._pool()
             async with pool.acquire() as conn:
@@ -106,7 +118,7 @@ class Batches:
                 return
             # Nothing of the batch committed: find the run at fault by running each alone.
             for run in runs:
-                await self._commit(sql, [run], key_column)
+                await self._commit(sql, [run], key_columns)
             return
         except asyncio.CancelledError:
             for run in runs:
@@ -115,7 +127,7 @@ class Batches:
         except Exception as exc:
             _fail(runs, exc)
             return
-        by_key = {row[key_column]: row for row in rows}
+        by_key = {tuple(row[i] for i in key_columns): row for row in rows}
         for run in runs:
             _answer(run, by_key.get(run.key))
 

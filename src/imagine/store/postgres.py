@@ -97,13 +97,20 @@ class PgTx:
         compiled = query.postgres()
         values = compiled.parameters(params or {})
         batching = query.batching
-        if self._batches is not None and batching is not None and params is not None:
+        # A job already holding a connection runs on it: its batch would need a second
+        # one, which a pool of one can't give while this job holds the first.
+        if (
+            self._batches is not None
+            and self._conn is None
+            and batching is not None
+            and params is not None
+        ):
             raw = await self._batches.one(
                 compiled.sql,
                 values,
-                key=params[batching.key],
-                order=params.get(batching.order),
-                key_column=compiled.columns.index(batching.key),
+                key=tuple(params[name] for name in batching.key),
+                order=None if batching.order is None else params.get(batching.order),
+                key_columns=tuple(compiled.columns.index(name) for name in batching.key),
             )
         else:
             raw = await (await self._connection()).fetchrow(compiled.sql, *values)
@@ -171,9 +178,9 @@ class PostgresRunner:
     async def read(self, job: Job[T], *, snapshot: bool) -> T:
         try:
             pool = await self._connections()
+            if not snapshot:
+                return await _run(job, self._statements_alone(pool))
             async with pool.acquire() as conn:
-                if not snapshot:
-                    return await job(PgTx(conn))
                 # One snapshot for the whole job, however many statements it runs.
                 await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 try:
@@ -210,13 +217,15 @@ class PostgresRunner:
         """A job whose write is one statement: that statement is its own transaction,
         shared with the runs of it that arrive at the same moment when it is batchable
         (store/batches.py; see Tx.one_statement)."""
-        tx = PgTx(None, pool=await self._connections(), batches=self._batches)
-        try:
-            result = await job(tx)
-        finally:
-            await tx.release()
+        tx = self._statements_alone(await self._connections())
+        result = await _run(job, tx)
         self._announce(set(tx.announced))
         return result
+
+    def _statements_alone(self, pool: asyncpg.Pool) -> PgTx:
+        """A job whose statements each stand alone: a batchable one shares the round trip
+        of its batch, the others take a connection only when they run."""
+        return PgTx(None, pool=pool, batches=self._batches)
 
     async def _write_once(self, job: Job[T]) -> T:
         pool = await self._connections()
@@ -261,6 +270,13 @@ class PostgresRunner:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+async def _run(job: Job[T], tx: PgTx) -> T:
+    try:
+        return await job(tx)
+    finally:
+        await tx.release()
 
 
 async def _rollback(conn: asyncpg.Connection) -> None:

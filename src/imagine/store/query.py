@@ -71,14 +71,14 @@ def equals_if_given(column: ColumnElement[Any], name: str) -> ColumnElement[bool
 
 @dataclass(frozen=True, slots=True)
 class Batching:
-    """How runs of one statement that arrive together may share a transaction (group
-    commit, PostgreSQL): the statement answers at most one row per run, and that row's
-    `key` column holds the run's own `key` parameter, so each run finds its answer; runs
-    go in the order of their `order` parameter, so that two batches take the row locks
-    they share in one order."""
+    """How runs of one statement that arrive together may share one round trip
+    (PostgreSQL; store/batches.py): the statement answers at most one row per run, and
+    that row's `key` columns hold the run's own parameters of those names, so each run
+    finds its answer. A write names `order`, a parameter the runs of a batch are sorted
+    by, so that two batches take the row locks they share in one order."""
 
-    key: str
-    order: str
+    key: tuple[str, ...]
+    order: str | None = None
 
 
 class Query:

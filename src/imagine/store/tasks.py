@@ -13,7 +13,7 @@ from sqlalchemy import String, and_, bindparam, or_, select
 
 from imagine.states import TaskStatus
 from imagine.store.db import Tx
-from imagine.store.query import Query, equals_if_given
+from imagine.store.query import Batching, Query, equals_if_given
 from imagine.store.schema import api_keys, tasks
 from imagine.store.types import UTCDateTime
 
@@ -85,10 +85,13 @@ _view_of_account = Query(
 )
 # The polling hot path in one statement: the key (unrevoked) and, if it is one of the
 # key's account's, the task. No row: an invalid key. A row without a task: not found.
+# Polls that arrive together share a round trip, each finding its row by what it asked.
 _view_for_key = Query(
     select(
         api_keys.c.id.label("_key_id"),
         api_keys.c.account_id.label("_account_id"),
+        api_keys.c.key_hash,
+        bindparam("task_id", type_=String).label("task_id"),
         *(tasks.c[name] for name in _VIEW_COLUMNS),
     )
     .select_from(
@@ -97,7 +100,8 @@ _view_for_key = Query(
             and_(tasks.c.id == bindparam("task_id"), tasks.c.account_id == api_keys.c.account_id),
         )
     )
-    .where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
+    .where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)),
+    batching=Batching(key=("key_hash", "task_id")),
 )
 
 _by_id = Query(select(tasks).where(tasks.c.id == bindparam("task_id")))
@@ -136,6 +140,7 @@ async def get_view_for_key(tx: Tx, key_hash: str, task_id: str) -> KeyAndView | 
     if row is None:
         return None
     key_id, account_id = row.pop("_key_id"), row.pop("_account_id")
+    del row["key_hash"], row["task_id"]
     return KeyAndView(key_id, account_id, None if row["id"] is None else TaskView(**row))
 
 

@@ -239,7 +239,9 @@ def _create_in_one(debit: Any, key_id: Any, *, order: str) -> Query:
     )
     # Creates that arrive together commit together (store/batches.py), each finding its
     # answer by its task id, taking the account row locks in the order of `order`.
-    return Query(answer.add_cte(debited).add_cte(stored), batching=Batching(key="id", order=order))
+    return Query(
+        answer.add_cte(debited).add_cte(stored), batching=Batching(key=("id",), order=order)
+    )
 
 
 _by_caller = _debit(bindparam("account_id", type_=accounts.c.id.type))
