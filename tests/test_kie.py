@@ -13,7 +13,16 @@ import orjson
 import pytest
 
 from imagine.providers.media import sniff_content_type
-from tests.support.api import auth, balance, create_task, generate, new_key, wait_done
+from tests.support.api import (
+    auth,
+    balance,
+    cancel,
+    create_task,
+    generate,
+    new_key,
+    wait_done,
+    wait_for_progress,
+)
 from tests.support.fake_kie import FakeKie
 from tests.support.server import ServerProcess
 from tests.support.upstreams import kie_env, start_server
@@ -204,6 +213,19 @@ def test_kie_only_upscales_its_own_images(tmp_path: Path, kie: FakeKie) -> None:
         assert wait_done(server.url, key, animated)["status"] == "SUCCESS"
     finally:
         server.stop()
+
+
+def test_a_progress_kie_reports_is_shown_while_the_task_runs(tmp_path: Path) -> None:
+    with FakeKie(task_seconds=60, progress=True) as kie:
+        server = start_server(tmp_path / "progress", kie_env(kie, IMAGINE_PROVIDER="kie"))
+        try:
+            key = new_key(server.url)["key"]
+            task_id = create_task(server.url, key, {"model": T2I, "input": {"prompt": "slow"}})
+            seen = wait_for_progress(server.url, key, task_id, at_least=1)
+            assert 1 <= seen["progress"] <= 99
+            assert cancel(server.url, key, task_id).status_code == 200
+        finally:
+            server.stop()
 
 
 @pytest.mark.parametrize("shape", ["minimal", "full"])

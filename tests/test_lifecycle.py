@@ -41,7 +41,14 @@ from imagine.store import accounts as billing_repo
 from imagine.store.accounts import find_active_key
 from imagine.store.db import ConstraintViolation, Database, Tx
 from imagine.store.migrate import upgrade
-from imagine.store.tasks import KeyAndView, TaskRow, TaskView, get_task, get_view_for_key
+from imagine.store.tasks import (
+    KeyAndView,
+    TaskRow,
+    TaskView,
+    get_task,
+    get_view,
+    get_view_for_key,
+)
 from imagine.store.wakeups import Due
 from tests.support.databases import (
     create_postgres_database,
@@ -499,6 +506,7 @@ async def test_create_stores_an_in_progress_task_due_now(store: Store, one_state
         upstream_callback=None,
         routes_tried=None,
         results_to_copy=None,
+        progress=None,
     )
 
 
@@ -963,6 +971,30 @@ async def test_schedule_next_check_sets_the_next_look_and_starts_the_error_count
     assert await store.task(task.id) == released(
         task, checked_at=now, attempts=0, next_check_at=now + NEXT, updated_at=now
     )
+
+
+async def checked(store: Store, lease: Lease, *, now: datetime, progress: int | None) -> None:
+    """The provider said the task runs, `progress` percent done; next look due at once."""
+    await store.write(
+        lambda tx: lifecycle.schedule_next_check(
+            tx, lease, next_check_at=now, callback_read=False, now=now, progress=progress
+        )
+    )
+
+
+async def test_schedule_next_check_keeps_the_progress_the_provider_last_reported(
+    store: Store,
+) -> None:
+    task, lease = await held(store)
+    seen = []
+    for step, progress in enumerate([None, 40, None, 75], start=1):
+        now = NOW + step * SECOND
+        await checked(store, lease, now=now, progress=progress)
+        shown = await store.db.read(lambda tx: get_view(tx, task.id, task.account_id))
+        assert shown is not None
+        seen.append((shown.progress, status_data(shown).get("progress")))
+        lease = (await take(store, task.id, now=now))[1]
+    assert seen == [(None, None), (40, 40), (40, 40), (75, 75)]
 
 
 async def test_defer_sets_the_next_look_without_counting_an_attempt(store: Store) -> None:

@@ -8,6 +8,7 @@ from imagine import catalog
 from imagine.api.envelope import field_path
 from imagine.errors import BadRequest, InvalidInput
 from imagine.netguard import canonical_host, is_public_address, known_refusal, target, url_problem
+from imagine.providers.base import percent
 from imagine.schemas import GenerateInput, GenerateRequest
 from imagine.services.tasks.validation import check_inputs, sanitized_request
 from imagine.worker import retry_delay
@@ -167,3 +168,31 @@ def test_sanitized_request_drops_credentials() -> None:
         "input": {"prompt": "p"},
         "callback_url": "https://h.io/cb",
     }
+
+
+@pytest.mark.parametrize(
+    ("reported", "shown"),
+    [
+        (40, 40),
+        ("40", 40),
+        ("40%", 40),
+        (" 7 % ", 7),
+        ("0.40", 40),
+        (0.4, 40),
+        ("1.00", 100),
+        (100, 100),
+        (140, 100),
+        (55.5, 55),
+        (0, 0),
+        (-3, None),
+        ("soon", None),
+        ("nan", None),
+        (None, None),
+        (True, None),
+        ("", None),
+    ],
+)
+def test_a_providers_progress_is_read_as_a_whole_percent(
+    reported: object, shown: int | None
+) -> None:
+    assert percent(reported) == shown

@@ -9,7 +9,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.api import auth, create_task, new_key, status, text_to_image, wait_done
+from tests.support.api import (
+    auth,
+    create_task,
+    new_key,
+    status,
+    text_to_image,
+    wait_done,
+    wait_for_progress,
+)
 from tests.support.server import ServerProcess
 
 FIELDS = {
@@ -46,8 +54,10 @@ def test_every_documented_field(server: ServerProcess, key: str) -> None:
     }
     task_id = create_task(server.url, key, body)
     first = status(server.url, key, task_id).json()["data"]
-    assert set(first) == FIELDS
     assert first["status"] in ("IN_PROGRESS", "SUCCESS")
+    # `progress` is the one addition, and only while the task runs.
+    assert set(first) - {"progress"} == FIELDS
+    assert "progress" not in first or first["status"] == "IN_PROGRESS"
     data = wait_done(server.url, key, task_id)
     assert set(data) == FIELDS
     assert data["task_id"] == task_id
@@ -69,6 +79,18 @@ def test_in_progress_task_has_no_response(make_server: Any) -> None:
     assert data["response"] is None
     assert data["consumed_credits"] == 5
     assert data["completed_at"] is None
+
+
+def test_the_preview_engine_reports_its_progress_until_the_task_ends(make_server: Any) -> None:
+    slow = make_server({"IMAGINE_PREVIEW_DELAY": "4"})
+    key = new_key(slow.url)["key"]
+    task_id = create_task(slow.url, key, text_to_image())
+    seen = wait_for_progress(slow.url, key, task_id, at_least=1)
+    assert 1 <= seen["progress"] <= 99
+    assert set(seen) == FIELDS | {"progress"}
+    done = wait_done(slow.url, key, task_id)
+    assert done["status"] == "SUCCESS"
+    assert set(done) == FIELDS
 
 
 def test_request_is_sanitized(server: ServerProcess, key: str) -> None:

@@ -10,7 +10,16 @@ import httpx
 import pytest
 
 from imagine.providers.media import sniff_content_type
-from tests.support.api import balance, create_task, generate, new_key, wait_done
+from tests.support.api import (
+    balance,
+    cancel,
+    create_task,
+    generate,
+    new_key,
+    status,
+    wait_done,
+    wait_for_progress,
+)
 from tests.support.fake_xai import FakeXai
 from tests.support.server import ServerProcess
 from tests.support.upstreams import start_server, xai_env
@@ -81,6 +90,25 @@ def test_videos_are_polled_until_done(server: ServerProcess, xai: FakeXai, key: 
         assert body["resolution"] == "720p"
         assert body["aspect_ratio"] == "2:3"
         xai.videos.clear()
+
+
+def test_a_video_in_progress_shows_how_far_xai_says_it_has_got(
+    server: ServerProcess, xai: FakeXai, key: str
+) -> None:
+    xai.next_task_faults.append("stuck")  # it never finishes
+    xai.task_seconds = 60  # its progress climbs over a minute
+    try:
+        task_id = create_task(server.url, key, {"model": T2V, "input": {"prompt": "slow tide"}})
+        seen = wait_for_progress(server.url, key, task_id, at_least=1)
+        assert seen["status"] == "IN_PROGRESS"
+        assert 1 <= seen["progress"] <= 99
+        later = wait_for_progress(server.url, key, task_id, at_least=seen["progress"] + 1)
+        assert later["progress"] > seen["progress"]
+    finally:
+        xai.task_seconds = 0.3
+    ended = cancel(server.url, key, task_id)
+    assert ended.status_code == 200, ended.text
+    assert "progress" not in status(server.url, key, task_id).json()["data"]
 
 
 def test_image_to_video_sends_urls_as_given_and_our_copies_inline(

@@ -9,7 +9,7 @@ route against that document.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, NotRequired, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
@@ -122,6 +122,19 @@ class StatusData(TypedDict):
     error_message: str | None
     created_at: Timestamp
     completed_at: Timestamp | None
+    progress: NotRequired[
+        Annotated[
+            int,
+            Field(
+                ge=0,
+                le=100,
+                description=(
+                    "How far an IN_PROGRESS task has got, in percent, where its provider "
+                    "reports it; absent otherwise."
+                ),
+            ),
+        ]
+    ]
 
 
 class Credits(TypedDict):

@@ -396,6 +396,7 @@ class Worker:
                     next_check_at=next_check_at,
                     callback_read=task.upstream_callback is not None,
                     now=utc_now(),
+                    progress=outcome.progress,
                 )
             )
         elif isinstance(outcome, Succeeded):

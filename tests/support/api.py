@@ -61,6 +61,27 @@ def wait_done(base_url: str, key: str, task_id: str, timeout: float = 180) -> di
         time.sleep(0.1)
 
 
+def wait_for_progress(
+    base_url: str, key: str, task_id: str, *, at_least: int, timeout: float = 120
+) -> dict[str, Any]:
+    """Poll until the task, still IN_PROGRESS, reports `progress` of at least `at_least`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = status(base_url, key, task_id)
+        assert answer.status_code == 200, answer.text
+        data: dict[str, Any] = answer.json()["data"]
+        assert data["status"] == "IN_PROGRESS", data
+        if data.get("progress", -1) >= at_least:
+            return data
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task_id} showed no progress of {at_least} in {timeout}s")
+        time.sleep(0.1)
+
+
+def cancel(base_url: str, key: str, task_id: str) -> httpx.Response:
+    return http.post(f"{base_url}/api/cancel", json={"task_id": task_id}, headers=auth(key))
+
+
 def balance(base_url: str, key: str) -> int:
     answer = http.get(f"{base_url}/api/credits", headers=auth(key))
     assert answer.status_code == 200, answer.text

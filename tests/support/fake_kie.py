@@ -70,6 +70,7 @@ class FakeKie(FakeUpstream):
         callback_shape: str = "full",
         errors_in_body: bool = False,
         images_per_task: int = 1,
+        progress: bool = False,
     ) -> None:
         super().__init__(task_seconds=task_seconds, latency=latency)
         self.callbacks = callbacks
@@ -82,6 +83,9 @@ class FakeKie(FakeUpstream):
         self.errors_in_body = errors_in_body
         """Send errors as HTTP 200 with the code in the body."""
         self.images_per_task = images_per_task
+        self.progress = progress
+        """Records of unfinished tasks carry `progress`, a fraction as text ("0.40"), as
+        some of kie's models send it (its market docs show none)."""
         self.balance = 1000
         self.tasks: dict[str, KieTask] = {}
         self.fail_next: list[tuple[str, str]] = []
@@ -228,7 +232,8 @@ class FakeKie(FakeUpstream):
         else:
             state = "fail" if task.fail else "success"
         done = state in ("success", "fail")
-        return {
+        shown = {} if done or not self.progress else {"progress": self._progress(task, now)}
+        return shown | {
             "taskId": task.id,
             "model": task.model,
             "state": state,
@@ -247,6 +252,9 @@ class FakeKie(FakeUpstream):
             "createTime": int(task.created * 1000),
             "updateTime": int(min(now, task.ready) * 1000),
         }
+
+    def _progress(self, task: KieTask, now: float) -> str:
+        return f"{min(0.99, (now - task.created) / max(task.ready - task.created, 1e-3)):.2f}"
 
     async def _credit(self, request: Request) -> Response:
         refused = await self.admit("credit", request)

@@ -30,6 +30,7 @@ class XaiVideo:
     """None: it ends done without a URL."""
     fault: str | None = None
     """One of TASK_FAULTS, or None."""
+    created: float = 0.0
 
 
 class FakeXai(FakeUpstream):
@@ -129,6 +130,7 @@ class FakeXai(FakeUpstream):
                 else self.add_result(f"{video_id}.mp4", video=True, fault=fault)
             ),
             fault=fault,
+            created=time.time(),
         )
         return json_response({"request_id": video_id})
 
@@ -142,7 +144,10 @@ class FakeXai(FakeUpstream):
         if video is None:
             return self._refuse(404, "request not found")
         if time.time() < video.ready:
-            return json_response({"status": "pending", "progress": 40}, self.pending_status)
+            # xAI's answer carries `progress`, an integer percent (proto VideoResponse).
+            done = (time.time() - video.created) / max(self.task_seconds, 1e-3)
+            progress = min(99, int(100 * done))
+            return json_response({"status": "pending", "progress": progress}, self.pending_status)
         model = "grok-imagine-video"
         if video.ending == "failed":
             return json_response(

@@ -70,6 +70,8 @@ class Submitted:
 @dataclass(frozen=True, slots=True)
 class Pending:
     poll_after: float
+    progress: int | None = None
+    """Percent done, 0-100, where the provider reports it (see `percent`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,3 +217,26 @@ def source_index_problem(given: Mapping[str, Any], source: SourceTask | None) ->
     if index < count:
         return None
     return f"input.index: task {source.task_id} has {count} image(s); use 0 to {count - 1}"
+
+
+def percent(value: Any) -> int | None:
+    """A provider's progress figure as a whole percent, 0-100; None when there is none or
+    it can't be read. Providers write it as a number of percent (xAI's `40`), as text
+    (`"40"`, `"40%"`), or as a fraction written with a decimal point (`"0.40"`, as kie's
+    older record APIs do): a value with a decimal point from 0 to 1 is a fraction."""
+    if isinstance(value, bool) or value is None:
+        return None
+    text = str(value).strip()
+    if text.endswith("%"):
+        text, fraction = text[:-1].strip(), False
+    else:
+        fraction = "." in text or isinstance(value, float)
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    if number != number or number < 0:  # NaN, or below zero
+        return None
+    if fraction and number <= 1:
+        number *= 100
+    return min(100, int(number))

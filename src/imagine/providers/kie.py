@@ -36,6 +36,7 @@ from imagine.providers.base import (
     SourceTask,
     Submitted,
     Succeeded,
+    percent,
     source_image_url,
     source_index_problem,
 )
@@ -299,7 +300,8 @@ def _outcome_of(data: Any, next_poll: Any) -> Outcome | None:
         return None
     state = data.get("state")
     if state in IN_FLIGHT:
-        return Pending(poll_after=float(next_poll()))
+        # kie's market records don't document a progress figure; some of its models send one.
+        return Pending(poll_after=float(next_poll()), progress=percent(data.get("progress")))
     if state == "success":
         urls = _result_urls(data.get("resultJson"))
         return Succeeded([Remote(url) for url in urls]) if urls else None

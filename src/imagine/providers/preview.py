@@ -34,6 +34,10 @@ from imagine.providers.base import (
 )
 
 VIDEO_SECONDS = 3.0
+PROGRESS_UPDATES = 10
+"""How many times the engine reports progress over its delay (each is a worker write),
+at most every PROGRESS_SPACING seconds."""
+PROGRESS_SPACING = 0.5
 
 
 class PreviewProvider:
@@ -64,7 +68,11 @@ class PreviewProvider:
         ready_at = datetime.fromisoformat(str(job.state.get("ready_at")))
         remaining = (ready_at - utc_now()).total_seconds()
         if remaining > 0:
-            return Pending(poll_after=remaining)
+            done = 1 - remaining / self._delay if self._delay > 0 else 0.0
+            return Pending(
+                poll_after=min(remaining, max(PROGRESS_SPACING, self._delay / PROGRESS_UPDATES)),
+                progress=max(0, min(99, int(done * 100))),
+            )
         try:
             artifact = await self._render(job)
         except media.MediaError as exc:

@@ -31,6 +31,7 @@ from imagine.providers.base import (
     SourceTask,
     Submitted,
     Succeeded,
+    percent,
     source_image_url,
     source_index_problem,
 )
@@ -161,7 +162,7 @@ class XaiProvider:
         answer = _answer(response, accept=(200, 202))
         status = answer.get("status")
         if status in IN_FLIGHT or (response.status_code == 202 and status is None):
-            return Pending(_next_poll(job.state))
+            return Pending(_next_poll(job.state), progress=percent(answer.get("progress")))
         if status == "done":
             video = answer.get("video")
             url = video.get("url") if isinstance(video, dict) else None

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -119,7 +120,10 @@ tasks = Table(
     # URLs known but not yet copied (so a retry copies instead of asking again).
     Column("routes_tried", NullableJSON, nullable=True),
     Column("results_to_copy", NullableJSON, nullable=True),
+    # How far the provider says an unfinished task has got, 0-100, where it says so.
+    Column("progress", SmallInteger, nullable=True),
     CheckConstraint(TASK_STATUS.check(), name="status_known"),
+    CheckConstraint("progress BETWEEN 0 AND 100", name="progress_percent"),
     Index("ix_tasks_due", "status", "next_check_at"),
     Index("ix_tasks_account_created", "account_id", "created_at"),
     Index("ix_tasks_gallery", "public", "status", "created_at"),

@@ -53,6 +53,8 @@ class TaskRow:
     results_to_copy: list[str] | None
     """Result URLs the provider reported that are not copied yet: a retry copies them
     instead of asking the provider again."""
+    progress: int | None
+    """How far the provider says the task has got, 0-100, where it says so."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class TaskView:
     checked_at: datetime | None
     attempts: int
     """These two let a status call see, without a write, that no refresh is due."""
+    progress: int | None
 
     @classmethod
     def of(cls, task: TaskRow) -> TaskView:

@@ -31,9 +31,11 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    SmallInteger,
     and_,
     bindparam,
     case,
+    func,
     insert,
     literal,
     not_,
@@ -444,14 +446,28 @@ async def record_submission(
     )
 
 
-_schedule_next_check = _leased_update(checked_at=_now, attempts=0, **_scheduled, **_released)
+_schedule_next_check = _leased_update(
+    checked_at=_now,
+    attempts=0,
+    # A provider that says nothing of progress this time leaves what it said before.
+    progress=func.coalesce(bindparam("progress", type_=SmallInteger), tasks.c.progress),
+    **_scheduled,
+    **_released,
+)
 
 
 async def schedule_next_check(
-    tx: Tx, lease: Lease, *, next_check_at: datetime, callback_read: bool, now: datetime
+    tx: Tx,
+    lease: Lease,
+    *,
+    next_check_at: datetime,
+    callback_read: bool,
+    now: datetime,
+    progress: int | None = None,
 ) -> Result:
     """IN_PROGRESS, held → IN_PROGRESS, next look at `next_check_at`: the provider
-    answered that the task runs (so its error count starts again)."""
+    answered that the task runs (so its error count starts again), `progress` percent of
+    the way where it says so."""
     return await _leased(
         tx,
         "schedule_next_check",
@@ -460,6 +476,7 @@ async def schedule_next_check(
         next_check_at=next_check_at,
         callback_read=callback_read,
         now=now,
+        progress=progress,
     )
 
 
@@ -757,6 +774,7 @@ async def _queue_webhook(
         finished_at=now,
         checked_at=now,
         attempts=0,
+        progress=None,
     )
     await webhooks.enqueue(
         tx,

@@ -10,7 +10,7 @@ from imagine.store.tasks import TaskView
 
 def status_data(task: TaskView) -> StatusData:
     """The `data` of a status answer, exactly the API document's fields (plus completed_at)."""
-    return {
+    data: StatusData = {
         "task_id": task.id,
         "status": task.status,
         "request": task.request,
@@ -22,3 +22,7 @@ def status_data(task: TaskView) -> StatusData:
         "created_at": iso_z(task.created_at),
         "completed_at": iso_z(task.finished_at) if task.finished_at else None,
     }
+    # An addition for unfinished tasks only: every other answer keeps its shape.
+    if task.status is TaskStatus.IN_PROGRESS and task.progress is not None:
+        data["progress"] = task.progress
+    return data
