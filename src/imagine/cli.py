@@ -13,22 +13,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from imagine import __version__
+from imagine import __version__, cli_client
 from imagine.clock import iso_z
-from imagine.config import Settings, SettingsError, load_settings
-from imagine.errors import ImagineError
-from imagine.logs import logging_config
-from imagine.providers.registry import ProviderRouter
-from imagine.services import keys as key_service
-from imagine.services.keys import CreatedKey
-from imagine.store.db import Database
-from imagine.store.migrate import SchemaMismatch, prepare, upgrade
+from imagine.terminal import console, err_console
 
+# The server's modules load in the commands that use them, so that the client commands
+# (cli_client.py) start without them.
 if TYPE_CHECKING:
+    from imagine.config import Settings
     from imagine.metrics_server import MetricsServer
+    from imagine.providers.registry import ProviderRouter
+    from imagine.services.keys import CreatedKey
+    from imagine.store.db import Database
 
 T = TypeVar("T")
 
@@ -46,8 +44,6 @@ app.add_typer(providers_app, name="providers")
 app.add_typer(credits_app, name="credits")
 app.add_typer(db_app, name="db")
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)  # one error, one line
 
 DataDir = Annotated[
     Path | None,
@@ -61,6 +57,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 
 
 def _settings(**overrides: Any) -> Settings:
+    from imagine.config import SettingsError, load_settings
+
     try:
         return load_settings(**overrides)
     except SettingsError as exc:
@@ -72,17 +70,20 @@ def _with_db(
     settings: Settings,
     work: Callable[[Database], Awaitable[T]],
     *,
-    migrate: Callable[[Database], Awaitable[None]] = prepare,
+    migrate: Callable[[Database], Awaitable[None]] | None = None,
 ) -> T:
     """Run one database operation and turn domain errors into exit 1. Before it, an empty
     database gets its schema; one at another revision stops here (only `db upgrade`
-    migrates)."""
+    migrates, given as `migrate`)."""
+    from imagine.errors import ImagineError
+    from imagine.store.db import Database
+    from imagine.store.migrate import SchemaMismatch, prepare
 
     async def run() -> T:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         try:
-            await migrate(db)
+            await (migrate or prepare)(db)
             return await work(db)
         finally:
             await db.dispose()
@@ -98,6 +99,8 @@ def _with_db(
 
 
 def _configure_logging(settings: Settings) -> dict[str, Any]:
+    from imagine.logs import logging_config
+
     config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config)
     return config
@@ -107,6 +110,7 @@ def _with_providers(
     settings: Settings, public_url: str, work: Callable[[ProviderRouter], Awaitable[T]]
 ) -> T:
     """Build the configured providers (exit 2 with one line if they can't run) and use them."""
+    from imagine.config import SettingsError
     from imagine.fetch import Fetcher
     from imagine.runtime import USER_AGENT, providers_for
     from imagine.storage import build_storage
@@ -164,6 +168,7 @@ def serve(
     import uvicorn
 
     from imagine.api.app import create_app
+    from imagine.services import keys as key_service
 
     settings = _settings(data_dir=data_dir, public_url=public_url)
     log_config = _configure_logging(settings)
@@ -243,6 +248,7 @@ def worker(
 ) -> None:
     """Run only the task worker (for fleets: any number, beside `serve --no-worker`)."""
     from imagine.runtime import Runtime
+    from imagine.store.migrate import SchemaMismatch
 
     settings = _settings(data_dir=data_dir, metrics_port=metrics_port)
     _configure_logging(settings)
@@ -308,6 +314,8 @@ def keys_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create a key (on a new account with --credits). The key is printed once."""
+    from imagine.services import keys as key_service
+
     settings = _settings(data_dir=data_dir)
     created = _with_db(
         settings,
@@ -334,6 +342,8 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(as_json: JsonFlag = False, data_dir: DataDir = None) -> None:
     """List keys with their accounts and balances (never the secrets)."""
+    from imagine.services import keys as key_service
+
     found = _with_db(_settings(data_dir=data_dir), key_service.list_keys)
     rows = [key_service.key_view(key) for key in found]
     if as_json:
@@ -357,6 +367,8 @@ def keys_revoke(
     data_dir: DataDir = None,
 ) -> None:
     """Revoke a key: it answers 401 from now on."""
+    from imagine.services import keys as key_service
+
     revoked = _with_db(_settings(data_dir=data_dir), lambda db: key_service.revoke_key(db, key))
     if as_json:
         _print_json(
@@ -378,6 +390,8 @@ def credits_grant(
     data_dir: DataDir = None,
 ) -> None:
     """Grant credits to an account (written to its ledger)."""
+    from imagine.services import keys as key_service
+
     account_id, balance = _with_db(
         _settings(data_dir=data_dir),
         lambda db: key_service.grant_credits(db, account, amount, note),
@@ -395,6 +409,8 @@ def credits_show(
     data_dir: DataDir = None,
 ) -> None:
     """Show an account's balance and its latest ledger rows."""
+    from imagine.services import keys as key_service
+
     found = _with_db(
         _settings(data_dir=data_dir), lambda db: key_service.account_credits(db, account)
     )
@@ -424,8 +440,13 @@ def db_upgrade(data_dir: DataDir = None) -> None:
     async def nothing(_: Database) -> None:
         return None
 
+    from imagine.store.migrate import upgrade
+
     _with_db(_settings(data_dir=data_dir), nothing, migrate=upgrade)
     console.print("The database schema is up to date.")
+
+
+cli_client.register(app)
 
 
 def main() -> None:
