@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -152,7 +153,45 @@ def test_first_start_prints_a_key_and_a_curl_line_that_works(tmp_path: Path) -> 
         assert answer["data"]["status"] == "IN_PROGRESS"
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        stopped = process.wait(timeout=30)
+    assert stopped == 0, "a stop by SIGTERM is a clean exit"
     # A second start on the same data dir makes no new key.
     again = imagine_json("keys", "list", "--data-dir", str(tmp_path / "fresh"))
     assert [row["name"] for row in again] == ["development"]
+
+
+def test_a_taken_port_stops_the_start_before_anything_is_created(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = imagine("serve", "--port", str(port), "--data-dir", str(tmp_path / "d"))
+    assert done.returncode == 3
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert f"can't listen on 127.0.0.1:{port}" in line
+    assert "--port" in line
+    assert not (tmp_path / "d").exists()  # no database, no key shown "only this once"
+
+
+def test_keys_list_is_never_cut_when_piped(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "d")
+    made = [
+        imagine_json(
+            "keys",
+            "create",
+            "--name",
+            f"a rather long key name {n}",
+            "--credits",
+            "1",
+            "--data-dir",
+            data_dir,
+        )
+        for n in range(2)
+    ]
+    listed = imagine("keys", "list", "--data-dir", data_dir, env={"COLUMNS": "40"})
+    assert listed.returncode == 0, listed.stderr
+    for key in made:
+        assert key["key_id"] in listed.stdout
+        assert key["account_id"] in listed.stdout
+    assert "…" not in listed.stdout

@@ -169,15 +169,27 @@ def serve(
 
     from imagine.api.app import create_app
     from imagine.services import keys as key_service
+    from imagine.serving import QuietStop, listen
 
     settings = _settings(data_dir=data_dir, public_url=public_url)
+    # The address first: nothing is created (no key shown "only this once") for a
+    # server that can't start.
+    try:
+        sockets = listen(host, port)
+    except OSError as exc:
+        err_console.print(
+            f"[red]error:[/red] can't listen on {host}:{port} ({exc.strerror or exc}): "
+            f"stop what uses it, or pick another port with --port",
+            highlight=False,
+        )
+        raise typer.Exit(3) from None
     log_config = _configure_logging(settings)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = settings.public_url or f"http://{shown_host}:{port}"
     _with_providers(settings, base, _nothing)
     first_key = _with_db(settings, key_service.ensure_first_key)
     _welcome(settings, base, f"http://{shown_host}:{port}", first_key, worker)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings, public_url=base, run_worker=worker),
         host=host,
         port=port,
@@ -188,6 +200,10 @@ def serve(
         access_log=access_log,
         timeout_graceful_shutdown=15,
     )
+    server = QuietStop(config)
+    server.run(sockets=sockets)
+    if not server.started:
+        raise typer.Exit(3)
 
 
 def _welcome(
