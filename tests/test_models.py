@@ -7,6 +7,7 @@ from typing import Any
 
 import av
 import httpx
+import pytest
 from PIL import Image
 
 from tests.support.api import create_task, new_key, wait_done
@@ -69,6 +70,37 @@ def test_text_to_video_makes_an_mp4(server: ServerProcess, key: str) -> None:
     assert width > 0
     assert height > 0
     assert data["consumed_credits"] == 24
+
+
+@pytest.mark.parametrize(
+    ("given", "size", "seconds"),
+    [
+        ({}, (240, 360), 6),  # the defaults: 2:3, 6 s, 480p
+        ({"aspect_ratio": "16:9", "duration": "10", "resolution": "720p"}, (640, 360), 10),
+        ({"aspect_ratio": "9:16", "resolution": "480p"}, (240, 426), 6),
+        ({"aspect_ratio": "1:1", "duration": "10"}, (240, 240), 10),
+    ],
+)
+def test_the_preview_honours_the_shape_and_length_asked_for(
+    server: ServerProcess, key: str, given: dict[str, str], size: tuple[int, int], seconds: int
+) -> None:
+    """The aspect ratio and the length as asked, at half the resolution (a preview)."""
+    body = {"model": "grok-imagine/text-to-video", "input": {"prompt": "tide", **given}}
+    data = succeed(server, key, body)
+    width, height, frames = video_facts(fetch(data["response"]["resultUrls"][0], "video/mp4"))
+    assert (width, height) == size
+    assert frames == seconds * 12
+
+
+def test_image_to_video_keeps_the_source_shape_at_the_resolution_asked_for(
+    server: ServerProcess, key: str
+) -> None:
+    image = succeed(server, key, {"input": {"prompt": "a wide bay", "aspect_ratio": "16:9"}})
+    body = {"task_id": image["task_id"], "duration": "10", "resolution": "720p"}
+    data = succeed(server, key, {"model": "grok-imagine/image-to-video", "input": body})
+    width, height, frames = video_facts(fetch(data["response"]["resultUrls"][0], "video/mp4"))
+    assert (width, height) == (640, 360)
+    assert frames == 120
 
 
 def test_image_to_video_from_an_earlier_task(server: ServerProcess, key: str) -> None:

@@ -566,13 +566,28 @@ def _ken_burns(
 
 
 def animate_image(
-    image: bytes, *, seconds: float = 3.0, fps: int = 12, long_side: int = 480
+    image: bytes,
+    *,
+    seconds: float = 3.0,
+    fps: int = 12,
+    long_side: int = 480,
+    short_side: int | None = None,
 ) -> bytes:
-    """An H.264 MP4 slowly zooming and panning across ``image``, keeping its aspect ratio."""
+    """An H.264 MP4 slowly zooming and panning across ``image``, keeping its aspect ratio:
+    ``long_side`` pixels on its long side, or ``short_side`` on its short one if given
+    (the long side still at most MAX_VIDEO_LONG_SIDE)."""
     if not 64 <= long_side <= MAX_VIDEO_LONG_SIDE:
         raise MediaError(f"long_side must be between 64 and {MAX_VIDEO_LONG_SIDE}, got {long_side}")
+    if short_side is not None and not 16 <= short_side <= MAX_VIDEO_LONG_SIDE:
+        raise MediaError(
+            f"short_side must be between 16 and {MAX_VIDEO_LONG_SIDE}, got {short_side}"
+        )
     count = _frame_count(seconds, fps)
     source = _flatten(_decode_image(image))
+    if short_side is not None:
+        long_side = min(
+            MAX_VIDEO_LONG_SIDE, round(short_side * max(source.size) / min(source.size))
+        )
     scale = (long_side - long_side % 2) / max(source.size)
     size = (
         max(MIN_SIDE, 2 * round(source.width * scale / 2)),

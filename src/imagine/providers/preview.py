@@ -33,7 +33,13 @@ from imagine.providers.base import (
     source_index_problem,
 )
 
-VIDEO_SECONDS = 3.0
+DEFAULT_SECONDS = 6
+"""The API's default `duration` (docs: kie.ai's and xAI's); the preview honours any."""
+PREVIEW_SCALE = {"480p": 240, "720p": 360}
+"""A preview video's short side per requested `resolution`: half of it, so a preview stays
+cheap to make (10 s at 360p renders in about a second on one core); the aspect ratio and
+the length are the ones asked for."""
+DEFAULT_RESOLUTION = "480p"
 PROGRESS_UPDATES = 10
 """How many times the engine reports progress over its delay (each is a worker write),
 at most every PROGRESS_SPACING seconds."""
@@ -88,15 +94,22 @@ class PreviewProvider:
             ratio = str(job.input.get("aspect_ratio") or "1:1")
             data = await asyncio.to_thread(media.render_image, prompt, aspect_ratio=ratio)
             return Artifact(data, "image/png")
+        seconds, short_side = _video_shape(job.input)
         if job.model == catalog.TEXT_TO_VIDEO:
             ratio = str(job.input.get("aspect_ratio") or "2:3")
             data = await asyncio.to_thread(
-                media.render_video, prompt, seconds=VIDEO_SECONDS, aspect_ratio=ratio
+                media.render_video,
+                prompt,
+                seconds=seconds,
+                aspect_ratio=ratio,
+                long_side=_long_side(ratio, short_side),
             )
             return Artifact(data, "video/mp4")
         source = await self._load_source(self._source_url(job), job.account_id)
         if job.model == catalog.IMAGE_TO_VIDEO:
-            data = await asyncio.to_thread(media.animate_image, source, seconds=VIDEO_SECONDS)
+            data = await asyncio.to_thread(
+                media.animate_image, source, seconds=seconds, short_side=short_side
+            )
             return Artifact(data, "video/mp4")
         if job.model == catalog.UPSCALE:
             data = await asyncio.to_thread(media.upscale_image, source)
@@ -116,3 +129,15 @@ class PreviewProvider:
 
 def create(context: ProviderContext) -> PreviewProvider:
     return PreviewProvider(delay=context.settings.preview_delay, load_source=context.load_source)
+
+
+def _video_shape(given: Mapping[str, Any]) -> tuple[float, int]:
+    """The length (as asked) and the short side (PREVIEW_SCALE) of a preview video."""
+    seconds = float(given.get("duration") or DEFAULT_SECONDS)
+    return seconds, PREVIEW_SCALE[str(given.get("resolution") or DEFAULT_RESOLUTION)]
+
+
+def _long_side(aspect_ratio: str, short_side: int) -> int:
+    """The long side of a frame of `aspect_ratio` ("16:9") whose short side is `short_side`."""
+    width, height = (int(part) for part in aspect_ratio.split(":"))
+    return round(short_side * max(width, height) / min(width, height))
