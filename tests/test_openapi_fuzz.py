@@ -3,7 +3,9 @@
 Every operation is fuzzed with a valid key, every /api operation without one, and the
 admin operations with the admin token. Whatever comes back must be no 5xx, a status code
 and a content type the document declares for that operation, a body that matches the
-declared schema, and declared headers that match theirs. Then the answers that fuzzing
+declared schema, and declared headers that match theirs; and an operation that declares
+a security scheme and succeeds must refuse the same request without its credentials, or
+with wrong ones (schemathesis's ignored_auth sends both). Then the answers that fuzzing
 rarely reaches (a real result file and its ranges, waits, replays, the admin API on real
 accounts) are checked against the same document.
 
@@ -30,6 +32,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -47,6 +50,7 @@ CHECKS: list[CheckFunction] = [
     content_type_conformance,
     response_schema_conformance,
     response_headers_conformance,
+    ignored_auth,
 ]
 
 FUZZING = settings(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from imagine.api.deps import RuntimeDep, json_body, openapi_body, require_admin
+from imagine.api.deps import RuntimeDep, json_body, openapi_body, path_parameter, require_admin
 from imagine.api.envelope import BAD_PATH, EDGE_ERRORS, error_responses, ok
 from imagine.schemas import (
     AccountLedger,
@@ -24,21 +24,27 @@ from imagine.services.providers import provider_report
 router = APIRouter(
     prefix="/admin",
     tags=["admin"],
+    # require_admin brings the document's admin token scheme (deps.ADMIN_TOKEN) along.
     dependencies=[Depends(require_admin)],
     responses=error_responses(
         *EDGE_ERRORS,
         401,
         404,
-        503,
         described={
             401: "Missing or wrong admin token",
-            404: "Unknown key or account; or the admin API is off (IMAGINE_ADMIN_TOKEN unset)",
+            404: "The admin API is off (IMAGINE_ADMIN_TOKEN unset)",
         },
     ),
 )
 
-ADMIN: dict[str, Any] = {"security": [{"adminToken": []}]}
-_body_errors = error_responses(400, 422)
+_UNKNOWN = {404: "Unknown key or account; or the admin API is off (IMAGINE_ADMIN_TOKEN unset)"}
+
+
+def _errors(*codes: int, described: dict[int, str] | None = None) -> dict[int | str, Any]:
+    """What a route answers besides the router's errors (413, 431, 401, 404)."""
+    return error_responses(
+        *codes, described={400: "A body that is not JSON", **_UNKNOWN, **(described or {})}
+    )
 
 
 class KeyCreate(BaseModel):
@@ -61,10 +67,11 @@ class CreditGrant(BaseModel):
 
 @router.post(
     "/keys",
+    operation_id="adminCreateKey",
     summary="Create a key (shown once)",
     response_model=Envelope[KeyCreated],
-    responses=_body_errors,
-    openapi_extra={**openapi_body(KeyCreate), **ADMIN},
+    responses=_errors(400, 404, 422, 503),
+    openapi_extra=openapi_body(KeyCreate),
 )
 async def create_key(request: Request, runtime: RuntimeDep) -> Response:
     body = await json_body(request, KeyCreate)
@@ -85,9 +92,10 @@ async def create_key(request: Request, runtime: RuntimeDep) -> Response:
 
 @router.get(
     "/keys",
+    operation_id="adminListKeys",
     summary="List keys (never their secrets)",
     response_model=Envelope[list[KeyInfo]],
-    openapi_extra=ADMIN,
+    responses=_errors(503),
 )
 async def list_keys(runtime: RuntimeDep) -> Response:
     return ok([keys.key_view(key) for key in await keys.list_keys(runtime.db)])
@@ -95,21 +103,24 @@ async def list_keys(runtime: RuntimeDep) -> Response:
 
 @router.post(
     "/keys/{key_id}/revoke",
+    operation_id="adminRevokeKey",
     summary="Revoke a key",
     response_model=Envelope[KeyInfo],
-    responses=error_responses(400, 422, described=BAD_PATH),
-    openapi_extra=ADMIN,
+    responses=_errors(400, 404, 503, described=BAD_PATH),
+    openapi_extra={"parameters": [path_parameter("key_id", "A key id (key_...) or the key.")]},
 )
-async def revoke_key(key_id: str, runtime: RuntimeDep) -> Response:
+async def revoke_key(request: Request, runtime: RuntimeDep) -> Response:
+    key_id: str = request.path_params["key_id"]
     return ok(keys.key_view(await keys.revoke_key(runtime.db, key_id)))
 
 
 @router.post(
     "/credits/grant",
+    operation_id="adminGrantCredits",
     summary="Grant (or take back) credits",
     response_model=Envelope[Credits],
-    responses=_body_errors,
-    openapi_extra={**openapi_body(CreditGrant), **ADMIN},
+    responses=_errors(400, 404, 422, 503),
+    openapi_extra=openapi_body(CreditGrant),
 )
 async def grant_credits(request: Request, runtime: RuntimeDep) -> Response:
     body = await json_body(request, CreditGrant)
@@ -120,20 +131,22 @@ async def grant_credits(request: Request, runtime: RuntimeDep) -> Response:
 
 @router.get(
     "/credits/{account}",
+    operation_id="adminGetCredits",
     summary="Balance and recent ledger of an account",
     response_model=Envelope[AccountLedger],
-    responses=error_responses(400, 422, described=BAD_PATH),
-    openapi_extra=ADMIN,
+    responses=_errors(400, 404, 503, described=BAD_PATH),
+    openapi_extra={"parameters": [path_parameter("account", "An account id, a key id or a key.")]},
 )
-async def show_credits(account: str, runtime: RuntimeDep) -> Response:
+async def show_credits(request: Request, runtime: RuntimeDep) -> Response:
+    account: str = request.path_params["account"]
     return ok(keys.credits_view(await keys.account_credits(runtime.db, account)))
 
 
 @router.get(
     "/providers",
+    operation_id="adminListProviders",
     summary="Each provider: routes, reachability, upstream balance",
     response_model=Envelope[list[ProviderReport]],
-    openapi_extra=ADMIN,
 )
 async def providers(runtime: RuntimeDep) -> Response:
     return ok(await provider_report(runtime.router))

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from imagine import __version__
 from imagine.api import admin, callbacks, files, lists, public, webhooks
 from imagine.api.admin import CreditGrant, KeyCreate
+from imagine.api.docs import install_docs
 from imagine.api.envelope import (
     EDGE_ERRORS,
     ERROR_SCHEMA,
@@ -73,6 +74,9 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served by install_docs, from this package's files rather than a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(
@@ -88,6 +92,7 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
 
     @app.get(
         "/healthz",
+        operation_id="getHealth",
         tags=["ops"],
         summary="Liveness: answers without touching anything",
         response_model=Envelope[Health],
@@ -98,6 +103,7 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
 
     @app.get(
         "/readyz",
+        operation_id="getReadiness",
         tags=["ops"],
         summary="Readiness: the database answers and its schema is this version's",
         response_model=Envelope[Readiness],
@@ -115,11 +121,15 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
 
     @app.get(
         "/metrics",
+        operation_id="getMetrics",
         tags=["ops"],
         summary="Prometheus metrics of this process",
         response_class=MetricsResponse,
         responses={
-            200: {"description": "The Prometheus text exposition format"},
+            200: {
+                "description": "The Prometheus text exposition format",
+                "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            },
             **error_responses(*EDGE_ERRORS),
         },
     )
@@ -132,6 +142,7 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
         app.mount("/files", StaticFiles(directory=settings.files_dir), name="files")
     else:
         app.include_router(files.router)
+    install_docs(app)
     _document_manual_bodies(app, [GenerateRequest, StatusRequest, KeyCreate, CreditGrant])
     return app
 
@@ -157,7 +168,9 @@ def _hide_secrets(record: logging.LogRecord) -> bool:
 
 
 def _document_manual_bodies(app: FastAPI, models: list[type[Any]]) -> None:
-    """Add the schemas of bodies that routes parse themselves to the OpenAPI document."""
+    """The OpenAPI document, plus what FastAPI can't see: the schemas of the bodies that
+    routes parse themselves (after authenticating: `deps.json_body`) and of the error
+    envelope that `error_responses` refers to, and the `/files` mount (not a route)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -167,14 +180,6 @@ def _document_manual_bodies(app: FastAPI, models: list[type[Any]]) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "API key"},
-                "adminToken": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "IMAGINE_ADMIN_TOKEN (the /admin API)",
-                },
-            }
             schema["paths"]["/files/{task_id}/{name}"] = {"get": _files_operation()}
             components = schema["components"].setdefault("schemas", {})
             components.setdefault(
@@ -204,7 +209,7 @@ def _files_operation() -> dict[str, Any]:
     return {
         "tags": ["files"],
         "summary": "A result file, as listed in response.resultUrls",
-        "operationId": "result_file_files__task_id___name__get",
+        "operationId": "getResultFile",
         "parameters": [
             {
                 "name": "task_id",

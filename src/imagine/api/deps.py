@@ -6,7 +6,8 @@ import hmac
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote_plus
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from imagine.api.envelope import field_path, validation_problem
@@ -23,6 +24,23 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+# The two bearer schemes of the OpenAPI document. Neither ever refuses a request itself
+# (auto_error=False): the 401s are ours, in the envelope, with messages that say what to send.
+API_KEY = HTTPBearer(
+    scheme_name="bearerAuth",
+    description="An API key: `Authorization: Bearer <YOUR_API_KEY>`.",
+    auto_error=False,
+)
+ADMIN_TOKEN = HTTPBearer(
+    scheme_name="adminToken",
+    description="The operator's token of the /admin API: "
+    "`Authorization: Bearer <IMAGINE_ADMIN_TOKEN>`.",
+    auto_error=False,
+)
+KEY_REQUIRED = [Security(API_KEY)]
+"""Route dependencies that put the API key scheme on a route's OpenAPI operation; the
+route authenticates with `authenticated` (which reads the header itself)."""
 
 
 async def authenticated(request: Request) -> tuple[Runtime, Caller]:
@@ -44,15 +62,17 @@ def header_value(request: Request, name: bytes) -> str | None:
     return None
 
 
-async def require_admin(request: Request) -> None:
+async def require_admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_TOKEN)],
+) -> None:
     runtime: Runtime = request.app.state.runtime
     token = runtime.settings.admin_token
     if token is None:
         raise NotFound("the admin API is off: set IMAGINE_ADMIN_TOKEN to turn it on")
-    scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.get_secret_value().encode()
-    ):
+    # None unless the scheme is bearer (in any case) and a token follows it.
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
         raise Unauthorized("invalid admin token: send Authorization: Bearer <IMAGINE_ADMIN_TOKEN>")
 
 
@@ -115,8 +135,10 @@ def query_value(request: Request, name: str) -> str | None:
     return None
 
 
-BEARER: dict[str, Any] = {"security": [{"bearerAuth": []}]}
-"""OpenAPI for routes that authenticate with `authenticated` instead of a dependency."""
+BEARER: dict[str, Any] = {"security": [{API_KEY.scheme_name: []}]}
+"""The API key scheme on the OpenAPI operation of a hot route (generate, status), which
+solves no dependency at all, not even `KEY_REQUIRED` (docs/design.md, "The hot paths are
+lean on purpose")."""
 
 
 def query_parameter(name: str, description: str, *, max_length: int = 100) -> dict[str, Any]:
@@ -126,6 +148,22 @@ def query_parameter(name: str, description: str, *, max_length: int = 100) -> di
         "required": False,
         "description": description,
         "schema": {"type": "string", "maxLength": max_length},
+    }
+
+
+def path_parameter(name: str, description: str) -> dict[str, Any]:
+    """Document a path parameter that the route reads from `request.path_params`.
+
+    Declared as a FastAPI parameter instead, a `str` would add a 422 to the document
+    (FastAPI's default for any route with parameters) that no request can get: every
+    path segment is a valid string. (A NUL in it is refused at the edge, 400.)
+    """
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
     }
 
 

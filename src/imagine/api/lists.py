@@ -9,7 +9,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
 from imagine import catalog
-from imagine.api.deps import BEARER, RuntimeDep, authenticated, query_parameter, query_value
+from imagine.api.deps import (
+    KEY_REQUIRED,
+    RuntimeDep,
+    authenticated,
+    path_parameter,
+    query_parameter,
+    query_value,
+)
 from imagine.api.envelope import BAD_PATH, EDGE_ERRORS, error_responses, ok
 from imagine.schemas import Envelope, GalleryPage, TaskPage, Unpublished
 from imagine.services import listing
@@ -29,12 +36,13 @@ _GALLERY_QUERY = [query_parameter("model", "One model's tasks."), *_PAGING]
 
 @router.get(
     "/api/tasks",
+    operation_id="listTasks",
     tags=["generation"],
     summary="Your tasks, newest first",
     response_model=Envelope[TaskPage],
     responses={**error_responses(401), **_invalid},
+    dependencies=KEY_REQUIRED,
     openapi_extra={
-        **BEARER,
         "parameters": [
             query_parameter("status", "IN_PROGRESS, SUCCESS or FAILED."),
             query_parameter("model", "One model's tasks."),
@@ -58,6 +66,7 @@ async def tasks(request: Request) -> Response:
 
 @router.get(
     "/api/gallery",
+    operation_id="listGallery",
     tags=["gallery"],
     summary="Public finished tasks, newest first (no key needed)",
     response_model=Envelope[GalleryPage],
@@ -70,13 +79,18 @@ async def gallery(request: Request, runtime: RuntimeDep) -> Response:
 
 @router.delete(
     "/api/gallery/{task_id}",
+    operation_id="unpublishTask",
     tags=["gallery"],
     summary="Take one of your tasks out of the gallery",
     response_model=Envelope[Unpublished],
-    responses=error_responses(401, 400, 404, 422, described={**BAD_PATH, 404: "Unknown task"}),
-    openapi_extra=BEARER,
+    responses=error_responses(
+        400, 401, 404, described={**BAD_PATH, 404: "Unknown task (or another account's)"}
+    ),
+    dependencies=KEY_REQUIRED,
+    openapi_extra={"parameters": [path_parameter("task_id", "One of your tasks.")]},
 )
-async def unpublish(task_id: str, request: Request) -> Response:
+async def unpublish(request: Request) -> Response:
+    task_id: str = request.path_params["task_id"]
     runtime, caller = await authenticated(request)
     await listing.unpublish(runtime.db, caller.account_id, task_id)
     return ok({"task_id": task_id, "public": False})
@@ -84,10 +98,17 @@ async def unpublish(task_id: str, request: Request) -> Response:
 
 @router.get(
     "/gallery",
+    operation_id="getGalleryPage",
     tags=["gallery"],
     summary="The gallery as a web page",
     response_class=HTMLResponse,
-    responses={200: {"description": "The page"}, **_invalid},
+    responses={
+        200: {
+            "description": "The page (HTML)",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        **_invalid,
+    },
     openapi_extra={"parameters": _GALLERY_QUERY},
 )
 async def gallery_html(request: Request, runtime: RuntimeDep) -> HTMLResponse:

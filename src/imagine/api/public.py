@@ -11,6 +11,7 @@ from starlette.responses import Response
 from imagine import catalog
 from imagine.api.deps import (
     BEARER,
+    KEY_REQUIRED,
     RuntimeDep,
     authenticated,
     header_value,
@@ -26,7 +27,6 @@ from imagine.schemas import (
     Cancelled,
     Credits,
     Envelope,
-    ErrorEnvelope,
     GenerateRequest,
     ModelInfo,
     StatusData,
@@ -36,20 +36,19 @@ from imagine.schemas import (
 from imagine.services.keys import PresentedKey, balance_of, presented_key_hash
 from imagine.services.ratelimit import GENERATE, STATUS, Decision
 
-router = APIRouter(prefix="/api", tags=["generation"], responses=error_responses(*EDGE_ERRORS))
+router = APIRouter(prefix="/api", responses=error_responses(*EDGE_ERRORS))
 logger = logging.getLogger("imagine.api")
 
-_errors: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorEnvelope, "description": text}
-    for code, text in (
-        (400, "Malformed request"),
-        (401, "Missing or invalid API key"),
-        (404, "Unknown task"),
-        (422, "A field holds a value the API can't accept; the message names it"),
-        (429, "The key's rate limit is reached; see Retry-After"),
-    )
+_DESCRIBED = {
+    400: "A body that is not JSON",
+    404: "Unknown task (or another account's)",
 }
-_errors.update(error_responses(503))
+
+
+def _errors(*codes: int, described: dict[int, str] | None = None) -> dict[int | str, Any]:
+    """The errors a route of this module can answer (besides the edge's 413 and 431)."""
+    return error_responses(*codes, described={**_DESCRIBED, **(described or {})})
+
 
 _RATE_LIMIT_HEADERS: dict[str, Any] = {
     "X-RateLimit-Limit": {
@@ -68,7 +67,7 @@ _RATE_LIMIT_HEADERS: dict[str, Any] = {
 _limited: dict[int | str, dict[str, Any]] = {
     200: {"headers": _RATE_LIMIT_HEADERS},
     429: {
-        **_errors[429],
+        **error_responses(429)[429],
         "headers": {
             **_RATE_LIMIT_HEADERS,
             "Retry-After": {
@@ -106,10 +105,18 @@ _generate_headers: list[dict[str, Any]] = [
 
 @router.post(
     "/generate",
-    response_model=Envelope[TaskCreated | StatusData],
+    operation_id="generate",
+    tags=["generation"],
+    response_model=Envelope[StatusData | TaskCreated],
     responses={
-        **_errors,
-        402: {"model": ErrorEnvelope, "description": "Not enough credits"},
+        **_errors(
+            400,
+            401,
+            402,
+            422,
+            503,
+            described={400: "A body that is not JSON, or a URL on a private address"},
+        ),
         **_limited,
         200: {
             "description": "The task's id and status; with `Prefer: wait=N`, its status data "
@@ -205,8 +212,10 @@ _task_id_query = query_parameter("task_id", "ID returned by /api/generate.")
 
 @router.get(
     "/status",
+    operation_id="getStatus",
+    tags=["generation"],
     response_model=Envelope[StatusData],
-    responses={**_errors, **_limited},
+    responses={**_errors(401, 404, 422, 503), **_limited},
     openapi_extra={"parameters": [{**_task_id_query, "required": True}], **BEARER},
     summary="Task status",
 )
@@ -229,8 +238,10 @@ async def status_get(request: Request) -> Response:
 
 @router.post(
     "/status",
+    operation_id="postStatus",
+    tags=["generation"],
     response_model=Envelope[StatusData],
-    responses={**_errors, **_limited},
+    responses={**_errors(400, 401, 404, 422, 503), **_limited},
     openapi_extra={**openapi_body(StatusRequest), "parameters": [_task_id_query], **BEARER},
     summary="Task status (JSON body)",
 )
@@ -263,10 +274,12 @@ def _task_id(given: str | None) -> str | None:
 
 @router.get(
     "/credits",
+    operation_id="getCredits",
     response_model=Envelope[Credits],
-    responses=_errors,
+    responses=_errors(401, 503),
     tags=["account"],
-    openapi_extra=BEARER,
+    dependencies=KEY_REQUIRED,
+    summary="Your credit balance",
 )
 async def credits(request: Request) -> Response:
     """The caller's credit balance."""
@@ -275,7 +288,13 @@ async def credits(request: Request) -> Response:
     return ok({"account_id": caller.account_id, "balance": balance})
 
 
-@router.get("/models", response_model=Envelope[list[ModelInfo]], tags=["models"])
+@router.get(
+    "/models",
+    operation_id="listModels",
+    response_model=Envelope[list[ModelInfo]],
+    tags=["models"],
+    summary="The models, their prices and providers (no key needed)",
+)
 async def models(runtime: RuntimeDep) -> Response:
     """Every model: its price, its inputs, and the providers that serve it in order."""
     listed: list[ModelInfo] = []
@@ -301,12 +320,12 @@ async def models(runtime: RuntimeDep) -> Response:
 
 @router.post(
     "/cancel",
+    operation_id="cancelTask",
+    tags=["generation"],
     response_model=Envelope[Cancelled],
-    responses={
-        **_errors,
-        409: {"model": ErrorEnvelope, "description": "The task already ended"},
-    },
-    openapi_extra={**openapi_body(StatusRequest), "parameters": [_task_id_query], **BEARER},
+    responses=_errors(400, 401, 404, 409, 422, 503),
+    dependencies=KEY_REQUIRED,
+    openapi_extra={**openapi_body(StatusRequest), "parameters": [_task_id_query]},
     summary="Cancel a task",
 )
 async def cancel(request: Request) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from imagine.api.deps import BEARER, authenticated, query_parameter, query_value
+from imagine.api.deps import KEY_REQUIRED, authenticated, query_parameter, query_value
 from imagine.api.envelope import EDGE_ERRORS, error_responses, ok
 from imagine.schemas import Envelope, WebhookDelivery, WebhookSecret
 from imagine.services import webhooks
@@ -13,15 +13,16 @@ from imagine.services import webhooks
 router = APIRouter(
     prefix="/api",
     tags=["webhooks"],
+    dependencies=KEY_REQUIRED,
     responses=error_responses(*EDGE_ERRORS, 401, 503),
 )
 
 
 @router.get(
     "/webhook-secret",
+    operation_id="getWebhookSecret",
     summary="The secret that signs your webhooks (Standard Webhooks, whsec_...)",
     response_model=Envelope[WebhookSecret],
-    openapi_extra=BEARER,
 )
 async def webhook_secret(request: Request) -> Response:
     runtime, caller = await authenticated(request)
@@ -30,9 +31,9 @@ async def webhook_secret(request: Request) -> Response:
 
 @router.post(
     "/webhook-secret/rotate",
+    operation_id="rotateWebhookSecret",
     summary="Replace the signing secret; later deliveries are signed with the new one",
     response_model=Envelope[WebhookSecret],
-    openapi_extra=BEARER,
 )
 async def rotate_webhook_secret(request: Request) -> Response:
     runtime, caller = await authenticated(request)
@@ -41,13 +42,11 @@ async def rotate_webhook_secret(request: Request) -> Response:
 
 @router.get(
     "/webhooks",
+    operation_id="listWebhookDeliveries",
     summary="Your newest webhook deliveries, each with its attempts and their outcomes",
     response_model=Envelope[list[WebhookDelivery]],
-    responses=error_responses(404, 422, described={404: "Unknown task"}),
-    openapi_extra={
-        **BEARER,
-        "parameters": [query_parameter("task_id", "Only the deliveries of this task.")],
-    },
+    responses=error_responses(404, 422, described={404: "Unknown task (or another account's)"}),
+    openapi_extra={"parameters": [query_parameter("task_id", "Only the deliveries of this task.")]},
 )
 async def webhook_deliveries(request: Request) -> Response:
     runtime, caller = await authenticated(request)
