@@ -26,7 +26,7 @@ def test_generate_and_status_have_their_own_per_key_budgets(make_server: Any) ->
     refused = answers[3]
     assert refused.json()["code"] == 429
     assert refused.json()["data"] is None
-    assert "rate limit of 3 generate requests per 60 seconds" in refused.json()["message"]
+    assert "rate limit of 3 generate requests per minute reached" in refused.json()["message"]
     assert refused.headers["X-RateLimit-Limit"] == "3"
     assert refused.headers["X-RateLimit-Remaining"] == "0"
     assert 1 <= int(refused.headers["Retry-After"]) <= 60

@@ -10,6 +10,7 @@ from imagine.errors import BadRequest, InvalidInput
 from imagine.netguard import canonical_host, is_public_address, known_refusal, target, url_problem
 from imagine.providers.base import percent
 from imagine.schemas import GenerateInput, GenerateRequest
+from imagine.services.ratelimit import period_in_words
 from imagine.services.tasks.validation import check_inputs, sanitized_request
 from imagine.worker import retry_delay
 
@@ -196,3 +197,12 @@ def test_a_providers_progress_is_read_as_a_whole_percent(
     reported: object, shown: int | None
 ) -> None:
     assert percent(reported) == shown
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [(1, "second"), (60, "minute"), (3600, "hour"), (86400, "day"), (10, "10 seconds"),
+     (120, "2 minutes"), (90, "90 seconds"), (7200, "2 hours")],
+)  # fmt: skip
+def test_a_rate_limits_period_is_said_as_people_say_it(seconds: int, said: str) -> None:
+    assert period_in_words(seconds) == said

@@ -79,8 +79,20 @@ class RateLimiter:
         if not allowed:
             raise TooManyRequests(
                 f"rate limit of {item.amount} {kind} requests per "
-                f"{item.get_expiry()} seconds reached for this key; "
+                f"{period_in_words(item.get_expiry())} reached for this key; "
                 f"retry in {decision.headers()['Retry-After']} s",
                 headers=decision.headers(),
             )
         return decision
+
+
+_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+
+
+def period_in_words(seconds: int) -> str:
+    """A limit's period as people say it: "second", "minute", "10 seconds", "2 hours"."""
+    for size, unit in _UNITS:
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds} seconds"
