@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -8,6 +9,10 @@ import pytest
 from tests.support import databases
 from tests.support.api import new_key
 from tests.support.server import ServerProcess
+
+# A developer's own .env (config.ENV_FILE) must not reach the servers and commands the
+# tests start; tests/test_settings_file.py sets it where it is the subject.
+os.environ["IMAGINE_ENV_FILE"] = os.devnull
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -391,11 +392,22 @@ class SettingsError(Exception):
 SectionT = TypeVar("SectionT", bound=BaseSettings)
 
 
+ENV_FILE = ".env"
+"""Settings are read from this file in the current folder too (`IMAGINE_ENV_FILE` names
+another); the environment wins over the file, and flags over both."""
+
+
+def env_file() -> Path | None:
+    chosen = Path(os.environ.get("IMAGINE_ENV_FILE") or ENV_FILE)
+    return chosen if chosen.is_file() else None
+
+
 def load_section(section: type[SectionT], **overrides: object) -> SectionT:
-    """Build one settings class from the environment, or raise a one-line SettingsError."""
+    """Build one settings class from the environment (and the .env file), or raise a
+    one-line SettingsError."""
     clean = {key: value for key, value in overrides.items() if value is not None}
     try:
-        return section(**clean)  # type: ignore[arg-type]
+        return section(_env_file=env_file(), **clean)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
