@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -344,7 +344,7 @@ def task_statuses(database: Path | Postgres) -> dict[str, int]:
     block). The database is new, so every task in it is one of ours."""
     if isinstance(database, Postgres):
         return database.statuses()
-    with sqlite3.connect(database, timeout=5) as conn:
+    with closing(sqlite3.connect(database, timeout=5)) as conn:
         rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
     return {str(status): int(count) for status, count in rows}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -31,7 +32,7 @@ def _eventually(check: Callable[[], bool], timeout: float = 120) -> None:
 
 
 def _set_revision(database: Path, revision: str) -> None:
-    with sqlite3.connect(database) as conn:
+    with closing(sqlite3.connect(database)) as conn, conn:  # closed, and committed
         conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
 
 

@@ -7,6 +7,7 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Collection
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,8 @@ def sqlalchemy_url(url: str) -> str:
 def query(database: str | Path, sql: str) -> list[tuple[Any, ...]]:
     """Read the server's database directly, to check invariants from outside."""
     if isinstance(database, Path):
-        with sqlite3.connect(database) as conn:
+        # sqlite3's own `with` commits but doesn't close (an error on Python 3.13).
+        with closing(sqlite3.connect(database)) as conn:
             return list(conn.execute(sql))
 
     async def run() -> list[tuple[Any, ...]]:
