@@ -93,6 +93,38 @@ def test_the_preview_engine_reports_its_progress_until_the_task_ends(make_server
     assert set(done) == FIELDS
 
 
+def test_prefer_wait_holds_the_answer_until_the_task_ends(make_server: Any) -> None:
+    slow = make_server({"IMAGINE_PREVIEW_DELAY": "3"})
+    key = new_key(slow.url)["key"]
+    prefer = {**auth(key), "Prefer": "wait=60"}
+    for method in ("GET", "POST"):
+        task_id = create_task(slow.url, key, text_to_image())
+        if method == "GET":
+            answer = httpx.get(
+                f"{slow.url}/api/status", params={"task_id": task_id}, headers=prefer, timeout=90
+            )
+        else:
+            answer = httpx.post(
+                f"{slow.url}/api/status", json={"task_id": task_id}, headers=prefer, timeout=90
+            )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["data"]["status"] == "SUCCESS"
+        assert answer.headers["Preference-Applied"] == "wait=60"
+    # A wait shorter than the task answers with it still running, once the wait is over.
+    task_id = create_task(slow.url, key, text_to_image())
+    short = httpx.get(
+        f"{slow.url}/api/status",
+        params={"task_id": task_id},
+        headers={**auth(key), "Prefer": "wait=1"},
+        timeout=30,
+    )
+    assert short.json()["data"]["status"] == "IN_PROGRESS"
+    assert short.headers["Preference-Applied"] == "wait=1"
+    # Without the preference nothing waits and nothing says so.
+    plain = status(slow.url, key, task_id)
+    assert "Preference-Applied" not in plain.headers
+
+
 def test_request_is_sanitized(server: ServerProcess, key: str) -> None:
     task_id = create_task(
         server.url,

@@ -35,6 +35,7 @@ from imagine.schemas import (
 )
 from imagine.services.keys import PresentedKey, balance_of, presented_key_hash
 from imagine.services.ratelimit import GENERATE, STATUS, Decision
+from imagine.states import TaskStatus
 
 router = APIRouter(prefix="/api", responses=error_responses(*EDGE_ERRORS))
 logger = logging.getLogger("imagine.api")
@@ -101,6 +102,21 @@ _generate_headers: list[dict[str, Any]] = [
         "example": "wait=5",
     },
 ]
+_PREFER_WAIT = _generate_headers[1]
+_PREFERENCE_APPLIED = {
+    "Preference-Applied": {
+        "description": "The wait used, when Prefer: wait=N was sent.",
+        "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
+    }
+}
+_status_answer: dict[int | str, Any] = {
+    **_limited,
+    200: {
+        "description": "The task; with `Prefer: wait=N`, once it has ended or N seconds "
+        "have passed, whichever comes first.",
+        "headers": {**_RATE_LIMIT_HEADERS, **_PREFERENCE_APPLIED},
+    },
+}
 
 
 @router.post(
@@ -127,10 +143,7 @@ _generate_headers: list[dict[str, Any]] = [
                     "description": "Present when an Idempotency-Key gave back an earlier task.",
                     "schema": {"type": "string", "enum": ["true"]},
                 },
-                "Preference-Applied": {
-                    "description": "The wait used, when Prefer: wait=N was sent.",
-                    "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
-                },
+                **_PREFERENCE_APPLIED,
             },
         },
     },
@@ -164,9 +177,7 @@ async def generate(request: Request) -> Response:
             # The task is stored and charged: whatever went wrong while waiting, the
             # client must learn its id, not an error it might retry into a second charge.
             logger.exception("waiting for task %s failed", created.task_id)
-    response = ok(answer)
-    if wait is not None:
-        response.headers["Preference-Applied"] = f"wait={wait}"
+    response = _waited(ok(answer), wait)
     if created.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return _with_limit(response, limited)
@@ -215,8 +226,11 @@ _task_id_query = query_parameter("task_id", "ID returned by /api/generate.")
     operation_id="getStatus",
     tags=["generation"],
     response_model=Envelope[StatusData],
-    responses={**_errors(401, 404, 422, 503), **_limited},
-    openapi_extra={"parameters": [{**_task_id_query, "required": True}], **BEARER},
+    responses={**_errors(401, 404, 422, 503), **_status_answer},
+    openapi_extra={
+        "parameters": [{**_task_id_query, "required": True}, _PREFER_WAIT],
+        **BEARER,
+    },
     summary="Task status",
 )
 async def status_get(request: Request) -> Response:
@@ -233,7 +247,12 @@ async def status_get(request: Request) -> Response:
         await authenticated(request)  # an invalid key is told so before a bad task_id
         _task_id(given)
         raise InvalidInput("task_id: required; send ?task_id=<id>")
-    return _with_limit(ok(await runtime.tasks.status_data_for_key(key_hash, given)), limited)
+    data = await runtime.tasks.status_data_for_key(key_hash, given)
+    wait = _preferred_wait(header_value(request, b"prefer"))
+    if wait is not None and data["status"] is TaskStatus.IN_PROGRESS:
+        _, caller = await authenticated(request)
+        data = await runtime.tasks.wait_for(caller, given, wait) or data
+    return _with_limit(_waited(ok(data), wait), limited)
 
 
 @router.post(
@@ -241,8 +260,12 @@ async def status_get(request: Request) -> Response:
     operation_id="postStatus",
     tags=["generation"],
     response_model=Envelope[StatusData],
-    responses={**_errors(400, 401, 404, 422, 503), **_limited},
-    openapi_extra={**openapi_body(StatusRequest), "parameters": [_task_id_query], **BEARER},
+    responses={**_errors(400, 401, 404, 422, 503), **_status_answer},
+    openapi_extra={
+        **openapi_body(StatusRequest),
+        "parameters": [_task_id_query, _PREFER_WAIT],
+        **BEARER,
+    },
     summary="Task status (JSON body)",
 )
 async def status_post(request: Request) -> Response:
@@ -255,7 +278,17 @@ async def status_post(request: Request) -> Response:
     task_id = body.task_id if body is not None else _task_id(query_value(request, "task_id"))
     if task_id is None:
         raise InvalidInput('task_id: required; send {"task_id": "<id>"}')
-    return _with_limit(ok(await runtime.tasks.status_data(caller, task_id)), limited)
+    data = await runtime.tasks.status_data(caller, task_id)
+    wait = _preferred_wait(header_value(request, b"prefer"))
+    if wait is not None and data["status"] is TaskStatus.IN_PROGRESS:
+        data = await runtime.tasks.wait_for(caller, task_id, wait) or data
+    return _with_limit(_waited(ok(data), wait), limited)
+
+
+def _waited(response: Response, wait: int | None) -> Response:
+    if wait is not None:
+        response.headers["Preference-Applied"] = f"wait={wait}"
+    return response
 
 
 def _with_limit(response: Response, decision: Decision | None) -> Response:
