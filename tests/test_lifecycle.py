@@ -507,6 +507,7 @@ async def test_create_stores_an_in_progress_task_due_now(store: Store, one_state
         routes_tried=None,
         results_to_copy=None,
         progress=None,
+        result_sizes=None,
     )
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.support.api import create_task, new_key, wait_done
+from tests.support.api import balance, create_task, generate, new_key, wait_done
 from tests.support.images import image_server, png_bytes
 from tests.support.server import ServerProcess
 
@@ -164,6 +164,28 @@ def test_upscale_doubles_the_image(server: ServerProcess, key: str) -> None:
         original.width * 4,
         original.height * 4,
     )
+
+
+def test_an_upscale_past_the_size_limit_is_refused_before_it_is_charged(
+    server: ServerProcess, key: str
+) -> None:
+    source = succeed(server, key, {"input": {"prompt": "a tall tower", "aspect_ratio": "2:3"}})
+    sides = []
+    for _ in range(3):  # 768 -> 1536 -> 3072 -> 6144 px on the long side
+        source = succeed(
+            server, key, {"model": "grok-imagine/upscale", "input": {"task_id": source["task_id"]}}
+        )
+        sides.append(max(open_png(fetch(source["response"]["resultUrls"][0], "image/png")).size))
+    assert sides == [1536, 3072, 6144]
+    before = balance(server.url, key)
+    refused = generate(
+        server.url, key, {"model": "grok-imagine/upscale", "input": {"task_id": source["task_id"]}}
+    )
+    assert refused.status_code == 422, refused.text
+    message = refused.json()["message"]
+    assert "4096x6144 image would be 8192x12288" in message
+    assert "8192 px" in message
+    assert balance(server.url, key) == before
 
 
 def test_unknown_file_is_a_404_in_the_envelope(server: ServerProcess) -> None:

@@ -58,6 +58,13 @@ OPERATION_IDS = {
     ("POST", "/admin/credits/grant"): "adminGrantCredits",
     ("GET", "/admin/credits/{account}"): "adminGetCredits",
     ("GET", "/admin/providers"): "adminListProviders",
+    ("GET", "/admin/accounts"): "adminListAccounts",
+    ("GET", "/admin/accounts/{account_id}/ledger"): "adminListLedger",
+    ("GET", "/admin/tasks"): "adminListTasks",
+    ("GET", "/admin/tasks/{task_id}"): "adminGetTask",
+    ("GET", "/admin/webhooks/deliveries"): "adminListDeliveries",
+    ("POST", "/admin/webhooks/deliveries/{delivery_id}/retry"): "adminRetryDelivery",
+    ("GET", "/admin/queue"): "adminGetQueue",
 }
 
 PUBLIC_API = {"listModels", "listGallery"}
@@ -99,6 +106,13 @@ DOCUMENTED_CODES = {
     "adminGrantCredits": {200, 400, 401, 404, 413, 422, 431, 503},
     "adminGetCredits": {200, 400, 401, 404, 413, 431, 503},
     "adminListProviders": {200, 401, 404, 413, 431},
+    "adminListAccounts": {200, 401, 404, 413, 422, 431, 503},
+    "adminListLedger": {200, 400, 401, 404, 413, 422, 431, 503},
+    "adminListTasks": {200, 401, 404, 413, 422, 431, 503},
+    "adminGetTask": {200, 400, 401, 404, 413, 431, 503},
+    "adminListDeliveries": {200, 401, 404, 413, 422, 431, 503},
+    "adminRetryDelivery": {200, 400, 401, 404, 409, 413, 431, 503},
+    "adminGetQueue": {200, 401, 404, 413, 431, 503},
 }
 """What each operation can answer, and nothing more: a code listed is one some request
 gets (read from the route and what it calls; the fuzzing and the wire test meet most),

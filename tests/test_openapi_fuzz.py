@@ -165,7 +165,7 @@ def test_admin_operations_with_the_admin_token(
         case.call_and_validate(headers=auth(ADMIN_TOKEN), checks=CHECKS)
 
     fuzzed = fuzz(openapi_schema, subtests, send, lambda op: "admin" in (op.tags or []))
-    assert len(fuzzed) == 6
+    assert len(fuzzed) == 13
 
 
 def _call(
@@ -241,6 +241,38 @@ def test_answers_fuzzing_rarely_reaches_match_the_document(
         path_parameters={"key_id": spare["key_id"]},
     )
     assert revoked.json()["data"]["revoked_at"]
+
+    # The console's views on real rows: a ledger's pages, a task, its delivery retried.
+    pages = "/admin/accounts/{account_id}/ledger"
+    mine = {"account_id": account["account_id"]}
+    first = _call(
+        openapi_schema, "GET", pages, headers=admin, path_parameters=mine, query={"limit": "1"}
+    ).json()["data"]
+    assert first["next_cursor"]
+    more = {"cursor": first["next_cursor"]}
+    assert _call(
+        openapi_schema, "GET", pages, headers=admin, path_parameters=mine, query=more
+    ).json()["data"]["items"]
+    task = {"task_id": finished["task_id"]}
+    shown = _call(
+        openapi_schema, "GET", "/admin/tasks/{task_id}", headers=admin, path_parameters=task
+    )
+    assert shown.json()["data"]["status"] == "SUCCESS"
+    listed = _call(openapi_schema, "GET", "/admin/tasks", headers=admin, query=mine)
+    assert listed.json()["data"]["items"]
+    assert _call(openapi_schema, "GET", "/admin/accounts", headers=admin).json()["data"]["items"]
+    (delivery,) = _call(
+        openapi_schema, "GET", "/admin/webhooks/deliveries", headers=admin, query=task
+    ).json()["data"]["items"]
+    tried_again = _call(
+        openapi_schema,
+        "POST",
+        "/admin/webhooks/deliveries/{delivery_id}/retry",
+        headers=admin,
+        path_parameters={"delivery_id": delivery["id"]},
+    )
+    assert tried_again.json()["data"]["id"] == delivery["id"]
+    assert _call(openapi_schema, "GET", "/admin/queue", headers=admin).json()["data"]["due"] >= 0
 
 
 def test_digits_of_other_scripts_and_endless_numbers_are_refused_not_crashed(

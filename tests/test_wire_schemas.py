@@ -634,6 +634,70 @@ def _webhooks(api: Recorder, keys: Keys, tasks: Tasks) -> None:
     api.get("/api/webhooks", params=params, expect=401)
 
 
+def _admin_console(api: Recorder, keys: Keys, tasks: Tasks) -> None:
+    """The console's views, after the webhooks have settled (one delivered, one failed)."""
+    admin = ADMIN_TOKEN
+    first = _data(api.get("/admin/accounts", key=admin, params={"limit": "2"}, expect=200))
+    assert first["next_cursor"] is not None
+    after = {"cursor": first["next_cursor"]}
+    assert _data(api.get("/admin/accounts", key=admin, params=after, expect=200))["items"]
+    api.get("/admin/accounts", key=admin, params={"cursor": "nonsense"}, expect=422)
+    api.get("/admin/accounts", expect=401)
+
+    ledger = "/admin/accounts/{account_id}/ledger"
+    page = _data(api.get(ledger, key=admin, account_id=keys.account, expect=200))
+    assert {entry["kind"] for entry in page["items"]} >= {"grant", "adjustment", "debit"}
+    api.get(ledger, key=admin, account_id="acc_nobody", expect=404)
+    api.get(ledger, key=admin, account_id="acc\x00", expect=400)
+    api.get(ledger, key=admin, account_id=keys.account, params={"limit": "0"}, expect=422)
+    api.get(ledger, account_id=keys.account, expect=401)
+
+    mine = {"account_id": keys.account, "limit": "2"}
+    page = _data(api.get("/admin/tasks", key=admin, params=mine, expect=200))
+    listed = [item["task_id"] for item in page["items"]]
+    while page["next_cursor"] is not None:
+        more = {**mine, "cursor": page["next_cursor"]}
+        page = _data(api.get("/admin/tasks", key=admin, params=more, expect=200))
+        listed += [item["task_id"] for item in page["items"]]
+    assert set(tasks.ids) <= set(listed)
+    failed = {"status": "FAILED", "model": TEXT_TO_IMAGE, "provider": "preview"}
+    page = _data(api.get("/admin/tasks", key=admin, params=failed, expect=200))
+    assert tasks.cancelled in {item["task_id"] for item in page["items"]}
+    window = {"created_after": "2000-01-01T00:00:00Z", "created_before": "2100-01-01T00:00:00Z"}
+    api.get("/admin/tasks", key=admin, params=window, expect=200)
+    api.get("/admin/tasks", key=admin, params={"created_after": "soon"}, expect=422)
+    api.get("/admin/tasks", key="not-the-token", expect=401)
+
+    one = "/admin/tasks/{task_id}"
+    for task_id in (tasks.image, tasks.cancelled, tasks.video):
+        assert _data(api.get(one, key=admin, task_id=task_id, expect=200))["task_id"] == task_id
+    api.get(one, key=admin, task_id="t0123456789abcdef", expect=404)
+    api.get(one, key=admin, task_id="t\x00", expect=400)
+    api.get(one, task_id=tasks.image, expect=401)
+
+    deliveries = "/admin/webhooks/deliveries"
+    by_task: dict[str, JSON] = {}
+    for task_id in (tasks.image, tasks.upscaled):
+        found = _data(api.get(deliveries, key=admin, params={"task_id": task_id}, expect=200))
+        (by_task[task_id],) = found["items"]
+    gave_up = _data(api.get(deliveries, key=admin, params={"status": "failed"}, expect=200))
+    assert by_task[tasks.upscaled]["id"] in {item["id"] for item in gave_up["items"]}
+    api.get(deliveries, key=admin, params={"status": "lost"}, expect=422)
+    api.get(deliveries, expect=401)
+
+    retry = "/admin/webhooks/deliveries/{delivery_id}/retry"
+    retried = api.post(retry, key=admin, delivery_id=by_task[tasks.upscaled]["id"], expect=200)
+    assert _data(retried)["status"] in ("pending", "failed")  # nothing listens: fails again
+    api.post(retry, key=admin, delivery_id=by_task[tasks.image]["id"], expect=409)
+    api.post(retry, key=admin, delivery_id="msg_nobody", expect=404)
+    api.post(retry, key=admin, delivery_id="msg\x00", expect=400)
+    api.post(retry, delivery_id=by_task[tasks.image]["id"], expect=401)
+
+    queue = _data(api.get("/admin/queue", key=admin, expect=200))
+    assert queue["in_progress"] >= queue["due"] >= 0
+    api.get("/admin/queue", expect=401)
+
+
 def _files(api: Recorder, keys: Keys, tasks: Tasks) -> None:
     def file_of(task_id: str) -> dict[str, str]:
         status = api.get("/api/status", key=keys.main, params={"task_id": task_id}, expect=200)
@@ -712,6 +776,7 @@ def test_every_route_answers_as_the_document_declares(
     _status_and_cancel_refusals(api, keys, tasks)
     _lists(api, keys, tasks)
     _webhooks(api, keys, tasks)
+    _admin_console(api, keys, tasks)
     _files(api, keys, tasks)
     _upstream_callbacks(api, tasks)
     _admin_after(api, keys)

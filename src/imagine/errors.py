@@ -80,6 +80,20 @@ class AccountNotFound(NotFound):
         self.account_id = account_id
 
 
+class DeliveryNotFound(NotFound):
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"webhook delivery {delivery_id} not found")
+        self.delivery_id = delivery_id
+
+
+class DeliveryAlreadyDelivered(Conflict):
+    """The receiver accepted it: there is nothing left to retry."""
+
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"webhook delivery {delivery_id} was delivered; nothing to retry")
+        self.delivery_id = delivery_id
+
+
 class InvalidKey(Unauthorized):
     """The bearer key is unknown or was revoked."""
 

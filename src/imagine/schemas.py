@@ -256,6 +256,90 @@ class Cancelled(TypedDict):
     consumed_credits: int
 
 
+# -- the operator's console (/admin) --------------------------------------------------
+
+_NEXT_CURSOR = Field(description="Pass as ?cursor= for the next page; null on the last one.")
+
+
+class AccountSummary(TypedDict):
+    account_id: str
+    name: str
+    balance: int
+    created_at: Timestamp
+    keys: Annotated[int, Field(description="Keys of the account, revoked ones included.")]
+    active_keys: Annotated[int, Field(description="Keys not revoked.")]
+
+
+class AccountPage(TypedDict):
+    items: Annotated[list[AccountSummary], Field(description="The newest accounts first.")]
+    next_cursor: Annotated[str | None, _NEXT_CURSOR]
+
+
+class LedgerItem(LedgerEntry):
+    id: Annotated[int, Field(description="Grows with every entry.")]
+
+
+class LedgerPage(TypedDict):
+    items: Annotated[list[LedgerItem], Field(description="The newest entries first.")]
+    next_cursor: Annotated[str | None, _NEXT_CURSOR]
+
+
+class TaskAdmin(TypedDict):
+    """A task as the operator sees it: its account, where it runs, how far it got."""
+
+    task_id: str
+    account_id: str
+    model: str
+    status: TaskStatus
+    provider: Annotated[str, Field(description="The provider the task is (or was) routed to.")]
+    upstream_id: Annotated[str | None, Field(description="The provider's id, once submitted.")]
+    provider_state: Annotated[
+        dict[str, Any] | None,
+        Field(description="The provider's bookkeeping; URLs without credentials or query."),
+    ]
+    attempts: Annotated[int, Field(description="Tries of the current step that failed.")]
+    error_message: str | None
+    consumed_credits: Annotated[int, Field(description="0 once refunded.")]
+    refunded: bool
+    request: Annotated[dict[str, Any], Field(description="As GET /api/status shows it.")]
+    result_urls: list[str]
+    created_at: Timestamp
+    completed_at: Timestamp | None
+    next_check_at: Annotated[
+        Timestamp | None,
+        Field(description="When a worker looks at it next; null once it has ended."),
+    ]
+
+
+class TaskAdminPage(TypedDict):
+    items: Annotated[list[TaskAdmin], Field(description="The newest tasks first.")]
+    next_cursor: Annotated[str | None, _NEXT_CURSOR]
+
+
+class AdminDelivery(WebhookDelivery):
+    account_id: str
+
+
+class AdminDeliveryPage(TypedDict):
+    items: Annotated[list[AdminDelivery], Field(description="The newest deliveries first.")]
+    next_cursor: Annotated[str | None, _NEXT_CURSOR]
+
+
+class QueueFigures(TypedDict):
+    due: Annotated[int, Field(description="Unfinished tasks due now that no worker holds.")]
+    in_progress: Annotated[int, Field(description="Every unfinished task.")]
+    oldest_due_at: Annotated[
+        Timestamp | None,
+        Field(description="When the longest-waiting due task became due; null: none is."),
+    ]
+    oldest_due_age_seconds: Annotated[
+        float | None, Field(description="How long it has waited since; null: none is due.")
+    ]
+    webhook_backlog: Annotated[
+        int, Field(description="Webhook deliveries due now that no sender holds.")
+    ]
+
+
 class Health(TypedDict):
     status: Literal["ok"]
 

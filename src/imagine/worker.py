@@ -26,6 +26,7 @@ from imagine.clock import utc_now
 from imagine.fetch import Fetcher
 from imagine.logs import task_id_var
 from imagine.metrics import FAILOVERS, OPERATOR_ERRORS, TASK_DURATION, TASKS_FINISHED
+from imagine.providers import media
 from imagine.providers.base import (
     Artifact,
     Failed,
@@ -420,9 +421,12 @@ class Worker:
                 await self._retry_later(task, error, results_to_copy=known)
                 return
             urls = await self._storage.save(task.id, artifacts)
+            sizes = [_size_of(artifact) for artifact in artifacts]
             now = utc_now()
             if await self._write(
-                lambda tx: lifecycle.succeed(tx, self._hold(task), task, result_urls=urls, now=now)
+                lambda tx: lifecycle.succeed(
+                    tx, self._hold(task), task, result_urls=urls, result_sizes=sizes, now=now
+                )
             ):
                 TASKS_FINISHED.labels(task.provider, TaskStatus.SUCCESS).inc()
                 _observe_duration(task, now)
@@ -624,3 +628,11 @@ class Worker:
 def _observe_duration(task: TaskRow, ended_at: datetime) -> None:
     seconds = (ended_at - task.created_at).total_seconds()
     TASK_DURATION.labels(task.model, task.provider).observe(max(0.0, seconds))
+
+
+def _size_of(artifact: Artifact) -> list[int] | None:
+    """[width, height] of an image result, read from its header; None for anything else."""
+    if not artifact.content_type.startswith("image/"):
+        return None
+    size = media.image_size(artifact.data)
+    return None if size is None else list(size)

@@ -32,6 +32,13 @@ ADMIN_ROUTES = [
     ("POST", "/admin/credits/grant", {"account": "acc_0000000000000000", "amount": 10**9}),
     ("GET", "/admin/credits/acc_0000000000000000", None),
     ("GET", "/admin/providers", None),
+    ("GET", "/admin/accounts", None),
+    ("GET", "/admin/accounts/acc_0000000000000000/ledger", None),
+    ("GET", "/admin/tasks", None),
+    ("GET", "/admin/tasks/t0000000000000000", None),
+    ("GET", "/admin/webhooks/deliveries", None),
+    ("POST", "/admin/webhooks/deliveries/msg_0000000000000000/retry", None),
+    ("GET", "/admin/queue", None),
 ]
 ROUTE_IDS = [f"{method} {path}" for method, path, _ in ADMIN_ROUTES]
 

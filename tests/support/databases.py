@@ -105,7 +105,7 @@ def query(database: str | Path, sql: str) -> list[tuple[Any, ...]]:
     """Read the server's database directly, to check invariants from outside."""
     if isinstance(database, Path):
         # sqlite3's own `with` commits but doesn't close (an error on Python 3.13).
-        with closing(sqlite3.connect(database)) as conn:
+        with closing(sqlite3.connect(database)) as conn, conn:
             return list(conn.execute(sql))
 
     async def run() -> list[tuple[Any, ...]]:

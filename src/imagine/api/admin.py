@@ -1,4 +1,6 @@
-"""Operator endpoints under /admin: keys and credits. Off unless IMAGINE_ADMIN_TOKEN is set."""
+"""Operator endpoints under /admin: keys and credits, and the console's views (accounts,
+ledgers, every task, webhook deliveries and their retry, the queue). Off unless
+IMAGINE_ADMIN_TOKEN is set."""
 
 from __future__ import annotations
 
@@ -8,17 +10,33 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from imagine.api.deps import RuntimeDep, json_body, openapi_body, path_parameter, require_admin
+from imagine.api.deps import (
+    RuntimeDep,
+    json_body,
+    openapi_body,
+    path_parameter,
+    query_parameter,
+    query_value,
+    require_admin,
+)
 from imagine.api.envelope import BAD_PATH, EDGE_ERRORS, error_responses, ok
 from imagine.schemas import (
     AccountLedger,
+    AccountPage,
+    AdminDelivery,
+    AdminDeliveryPage,
     Credits,
     Envelope,
     KeyCreated,
     KeyInfo,
+    LedgerPage,
     ProviderReport,
+    QueueFigures,
+    TaskAdmin,
+    TaskAdminPage,
 )
-from imagine.services import keys
+from imagine.services import admin, keys
+from imagine.services.listing import MAX_LIMIT
 from imagine.services.providers import provider_report
 
 router = APIRouter(
@@ -150,3 +168,160 @@ async def show_credits(request: Request, runtime: RuntimeDep) -> Response:
 )
 async def providers(runtime: RuntimeDep) -> Response:
     return ok(await provider_report(runtime.router))
+
+
+# -- the console's views ---------------------------------------------------------------
+
+_INVALID = {422: "A query parameter the API can't accept; the message names it"}
+_OFF = "; or the admin API is off (IMAGINE_ADMIN_TOKEN unset)"
+_PAGING = [
+    query_parameter("cursor", "next_cursor of the previous page.", max_length=200),
+    query_parameter("limit", f"Items per page, 1 to {MAX_LIMIT} (default {admin.DEFAULT_LIMIT})."),
+]
+
+
+@router.get(
+    "/accounts",
+    operation_id="adminListAccounts",
+    summary="Accounts, newest first: balance and key counts",
+    response_model=Envelope[AccountPage],
+    responses=_errors(422, 503, described=_INVALID),
+    openapi_extra={"parameters": _PAGING},
+)
+async def list_accounts(request: Request, runtime: RuntimeDep) -> Response:
+    page = await admin.accounts_page(
+        runtime.db,
+        cursor=query_value(request, "cursor"),
+        limit=admin.limit_of(query_value(request, "limit")),
+    )
+    return ok(page)
+
+
+@router.get(
+    "/accounts/{account_id}/ledger",
+    operation_id="adminListLedger",
+    summary="An account's ledger, newest first",
+    response_model=Envelope[LedgerPage],
+    responses=_errors(
+        400, 404, 422, 503, described={**BAD_PATH, **_INVALID, 404: "Unknown account" + _OFF}
+    ),
+    openapi_extra={
+        "parameters": [path_parameter("account_id", "An account id (acc_...)."), *_PAGING]
+    },
+)
+async def list_ledger(request: Request, runtime: RuntimeDep) -> Response:
+    account_id: str = request.path_params["account_id"]
+    page = await admin.ledger_page(
+        runtime.db,
+        account_id,
+        cursor=query_value(request, "cursor"),
+        limit=admin.limit_of(query_value(request, "limit")),
+    )
+    return ok(page)
+
+
+@router.get(
+    "/tasks",
+    operation_id="adminListTasks",
+    summary="Every account's tasks, newest first, filtered",
+    response_model=Envelope[TaskAdminPage],
+    responses=_errors(422, 503, described=_INVALID),
+    openapi_extra={
+        "parameters": [
+            query_parameter("status", "IN_PROGRESS, SUCCESS or FAILED."),
+            query_parameter("model", "One model's tasks (its full name)."),
+            query_parameter("provider", "Tasks routed to this provider."),
+            query_parameter("account_id", "One account's tasks."),
+            query_parameter("created_after", "Created after this time (ISO 8601, with offset)."),
+            query_parameter("created_before", "Created before this time (ISO 8601, with offset)."),
+            *_PAGING,
+        ]
+    },
+)
+async def list_tasks(request: Request, runtime: RuntimeDep) -> Response:
+    page = await admin.tasks_page(
+        runtime.db,
+        status=query_value(request, "status"),
+        model=query_value(request, "model"),
+        provider=query_value(request, "provider"),
+        account_id=query_value(request, "account_id"),
+        created_after=query_value(request, "created_after"),
+        created_before=query_value(request, "created_before"),
+        cursor=query_value(request, "cursor"),
+        limit=admin.limit_of(query_value(request, "limit")),
+    )
+    return ok(page)
+
+
+@router.get(
+    "/tasks/{task_id}",
+    operation_id="adminGetTask",
+    summary="One task of any account",
+    response_model=Envelope[TaskAdmin],
+    responses=_errors(400, 404, 503, described={**BAD_PATH, 404: "Unknown task" + _OFF}),
+    openapi_extra={"parameters": [path_parameter("task_id", "A task id.")]},
+)
+async def get_task(request: Request, runtime: RuntimeDep) -> Response:
+    task_id: str = request.path_params["task_id"]
+    return ok(await admin.task(runtime.db, task_id))
+
+
+@router.get(
+    "/webhooks/deliveries",
+    operation_id="adminListDeliveries",
+    summary="Every account's webhook deliveries, newest first, with their attempts",
+    response_model=Envelope[AdminDeliveryPage],
+    responses=_errors(422, 503, described=_INVALID),
+    openapi_extra={
+        "parameters": [
+            query_parameter("status", "pending, delivered, failed or gone."),
+            query_parameter("task_id", "One task's deliveries."),
+            query_parameter("account_id", "One account's deliveries."),
+            *_PAGING,
+        ]
+    },
+)
+async def list_deliveries(request: Request, runtime: RuntimeDep) -> Response:
+    page = await admin.deliveries_page(
+        runtime.db,
+        status=query_value(request, "status"),
+        task_id=query_value(request, "task_id"),
+        account_id=query_value(request, "account_id"),
+        cursor=query_value(request, "cursor"),
+        limit=admin.limit_of(query_value(request, "limit")),
+    )
+    return ok(page)
+
+
+@router.post(
+    "/webhooks/deliveries/{delivery_id}/retry",
+    operation_id="adminRetryDelivery",
+    summary="Try a delivery again now (failed, gone or pending)",
+    response_model=Envelope[AdminDelivery],
+    responses=_errors(
+        400,
+        404,
+        409,
+        503,
+        described={
+            **BAD_PATH,
+            404: "Unknown delivery" + _OFF,
+            409: "The delivery was delivered: nothing to retry",
+        },
+    ),
+    openapi_extra={"parameters": [path_parameter("delivery_id", "A delivery id (msg_...).")]},
+)
+async def retry_delivery(request: Request, runtime: RuntimeDep) -> Response:
+    delivery_id: str = request.path_params["delivery_id"]
+    return ok(await admin.retry_delivery(runtime.db, delivery_id))
+
+
+@router.get(
+    "/queue",
+    operation_id="adminGetQueue",
+    summary="The queue now: due and unfinished tasks, the oldest wait, the webhook backlog",
+    response_model=Envelope[QueueFigures],
+    responses=_errors(503),
+)
+async def queue(runtime: RuntimeDep) -> Response:
+    return ok(await admin.queue(runtime.db))

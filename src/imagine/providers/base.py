@@ -40,6 +40,9 @@ class SourceTask:
     provider: str
     upstream_id: str | None
     result_urls: list[str]
+    result_sizes: list[list[int] | None] = field(default_factory=list)
+    """[width, height] of each image result where known (tasks of earlier versions and
+    videos: None or absent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +220,14 @@ def source_index_problem(given: Mapping[str, Any], source: SourceTask | None) ->
     if index < count:
         return None
     return f"input.index: task {source.task_id} has {count} image(s); use 0 to {count - 1}"
+
+
+def source_image_size(given: Mapping[str, Any], source: SourceTask | None) -> list[int] | None:
+    """[width, height] of the source task's chosen image, where it was recorded."""
+    if source is None:
+        return None
+    index = int(given.get("index") or 0)
+    return source.result_sizes[index] if index < len(source.result_sizes) else None
 
 
 def percent(value: Any) -> int | None:

@@ -618,6 +618,16 @@ def upscale_image(image: bytes, *, factor: int = 2) -> bytes:
     return _png(source.resize(target, Image.Resampling.LANCZOS))
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of an image, from its header alone; None when it can't be read."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Exception:
+        # Only a figure kept beside the result: an image Pillow can't read has none.
+        return None
+
+
 def sniff_content_type(data: bytes) -> str | None:
     """The media type announced by ``data``'s magic bytes, for the formats this server handles."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):

@@ -29,6 +29,7 @@ from imagine.providers.base import (
     SourceTask,
     Submitted,
     Succeeded,
+    source_image_size,
     source_image_url,
     source_index_problem,
 )
@@ -40,6 +41,7 @@ PREVIEW_SCALE = {"480p": 240, "720p": 360}
 cheap to make (10 s at 360p renders in about a second on one core); the aspect ratio and
 the length are the ones asked for."""
 DEFAULT_RESOLUTION = "480p"
+UPSCALE_FACTOR = 2
 PROGRESS_UPDATES = 10
 """How many times the engine reports progress over its delay (each is a worker write),
 at most every PROGRESS_SPACING seconds."""
@@ -60,6 +62,14 @@ class PreviewProvider:
     def refusal(
         self, model: str, given: Mapping[str, Any], source: SourceTask | None
     ) -> str | None:
+        if model == catalog.UPSCALE:
+            size = source_image_size(given, source)
+            if size is not None and max(size) * UPSCALE_FACTOR > media.MAX_OUTPUT_SIDE:
+                width, height = (side * UPSCALE_FACTOR for side in size)
+                return (
+                    f"input.task_id: the upscale of its {size[0]}x{size[1]} image would be "
+                    f"{width}x{height}; the limit is {media.MAX_OUTPUT_SIDE} px on a side"
+                )
         return source_index_problem(given, source)
 
     async def submit(self, job: Job) -> Submitted:
@@ -112,7 +122,7 @@ class PreviewProvider:
             )
             return Artifact(data, "video/mp4")
         if job.model == catalog.UPSCALE:
-            data = await asyncio.to_thread(media.upscale_image, source)
+            data = await asyncio.to_thread(media.upscale_image, source, factor=UPSCALE_FACTOR)
             return Artifact(data, "image/png")
         raise ProviderError(f"the preview engine has no model {job.model}", retryable=False)
 

@@ -30,32 +30,36 @@ _TASK_ID = re.compile(r"^t[0-9a-f]{1,40}$")
 """The shape of the task ids this server gives out (ids.new_task_id)."""
 
 
-def encode_cursor(created_at: datetime, task_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{task_id}".encode()
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    """Where a page ended: its last row's creation time and id (a task's, by default)."""
+    raw = f"{created_at.isoformat()}|{row_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+def decode_cursor(
+    cursor: str | None, ids: re.Pattern[str] = _TASK_ID
+) -> tuple[datetime, str] | None:
+    """The (creation time, id) of `encode_cursor`; `ids`: the shape the id must have."""
     if not cursor:
         return None
     refused = InvalidInput("cursor: not a cursor this server gave out")
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, task_id = raw.partition("|")
+        stamp, _, row_id = raw.partition("|")
         when = datetime.fromisoformat(stamp)
         if when.tzinfo is None:
             raise refused
         when = when.astimezone(UTC)
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise refused from None
-    if not _TASK_ID.match(task_id):
+    if not ids.fullmatch(row_id):
         raise refused
-    return when, task_id
+    return when, row_id
 
 
-def parse_limit(value: str | None) -> int:
+def parse_limit(value: str | None, default: int = DEFAULT_LIMIT) -> int:
     if value is None or value == "":
-        return DEFAULT_LIMIT
+        return default
     # ASCII digits only ("²" is a digit to str.isdigit but not to int), and no more of
     # them than the limit has: int() refuses thousands of digits.
     digits = value.lstrip("0") or "0"
@@ -66,6 +70,12 @@ def parse_limit(value: str | None) -> int:
     ):
         raise InvalidInput(f"limit: give a whole number from 1 to {MAX_LIMIT}")
     return int(digits)
+
+
+def check_status(status: str | None) -> TaskStatus | None:
+    if status is not None and status not in STATUSES:
+        raise InvalidInput("status: use one of " + ", ".join(STATUSES))
+    return None if status is None else TaskStatus(status)
 
 
 def check_model(model: str | None) -> str | None:
@@ -85,9 +95,7 @@ async def history_page(
     cursor: str | None,
     limit: int,
 ) -> TaskPage:
-    if status is not None and status not in STATUSES:
-        raise InvalidInput("status: use one of " + ", ".join(STATUSES))
-    wanted = None if status is None else TaskStatus(status)
+    wanted = check_status(status)
     before = decode_cursor(cursor)
     rows = await db.read(
         lambda tx: repo.history(

@@ -16,7 +16,7 @@ from imagine.store import tasks as tasks_repo
 from imagine.store import webhooks as repo
 from imagine.store.db import Database, Tx
 from imagine.store.wakeups import Due
-from imagine.store.webhooks import DeliveryRow
+from imagine.store.webhooks import AttemptRow, DeliveryRow
 from imagine.webhooks import new_secret
 
 LISTED = 50
@@ -82,28 +82,28 @@ async def deliveries_view(
     listed = await db.read(
         lambda tx: repo.list_deliveries(tx, account_id, task_id=task_id, limit=LISTED)
     )
-    return [
-        {
-            "id": delivery.id,
-            "task_id": delivery.task_id,
-            "url": url_without_secrets(delivery.url),
-            "status": delivery.status,
-            "attempts": [
-                {
-                    "at": iso_z(attempt.attempted_at),
-                    "status_code": attempt.status_code,
-                    "error": attempt.error,
-                    "duration_ms": attempt.duration_ms,
-                }
-                for attempt in attempts
-            ],
-            "next_attempt_at": (
-                iso_z(delivery.next_attempt_at)
-                if delivery.status is DeliveryStatus.PENDING
-                else None
-            ),
-            "created_at": iso_z(delivery.created_at),
-            "delivered_at": iso_z(delivery.delivered_at) if delivery.delivered_at else None,
-        }
-        for delivery, attempts in listed
-    ]
+    return [delivery_view(delivery, attempts) for delivery, attempts in listed]
+
+
+def delivery_view(delivery: DeliveryRow, attempts: list[AttemptRow]) -> WebhookDelivery:
+    """A delivery as its account (and the operator) sees it: the URL without secrets."""
+    return {
+        "id": delivery.id,
+        "task_id": delivery.task_id,
+        "url": url_without_secrets(delivery.url),
+        "status": delivery.status,
+        "attempts": [
+            {
+                "at": iso_z(attempt.attempted_at),
+                "status_code": attempt.status_code,
+                "error": attempt.error,
+                "duration_ms": attempt.duration_ms,
+            }
+            for attempt in attempts
+        ],
+        "next_attempt_at": (
+            iso_z(delivery.next_attempt_at) if delivery.status is DeliveryStatus.PENDING else None
+        ),
+        "created_at": iso_z(delivery.created_at),
+        "delivered_at": iso_z(delivery.delivered_at) if delivery.delivered_at else None,
+    }

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import BigInteger, bindparam, func, insert, select, update
 
 from imagine.states import LedgerKind
 from imagine.store.db import Tx
-from imagine.store.query import Batching, Query
+from imagine.store.query import Batching, Cursor, Query, cursor_params, older_than_cursor
 from imagine.store.schema import accounts, api_keys, ledger
 
 
@@ -220,3 +220,62 @@ async def list_keys(tx: Tx) -> list[KeyRow]:
 
 async def revoke_key(tx: Tx, key_id: str, now: datetime) -> bool:
     return await tx.run(_revoke_key, {"key_id": key_id, "now": now}) == 1
+
+
+# -- the operator's lists: accounts, and one account's ledger, newest first ------------
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    id: str
+    name: str
+    balance: int
+    created_at: datetime
+    keys: int
+    active_keys: int
+
+
+_keys_of_account = select(func.count()).where(api_keys.c.account_id == accounts.c.id)
+_accounts_page = Query(
+    select(
+        accounts.c.id,
+        accounts.c.name,
+        accounts.c.balance,
+        accounts.c.created_at,
+        _keys_of_account.scalar_subquery().label("keys"),
+        _keys_of_account.where(api_keys.c.revoked_at.is_(None))
+        .scalar_subquery()
+        .label("active_keys"),
+    )
+    .where(older_than_cursor(accounts.c.created_at, accounts.c.id))
+    .order_by(accounts.c.created_at.desc(), accounts.c.id.desc())
+    .limit(bindparam("limit"))
+)
+# Ledger ids grow with every row, so they alone order an account's ledger.
+_ledger_page = Query(
+    select(*(ledger.c[name] for name in LedgerRow.__dataclass_fields__))
+    .where(
+        ledger.c.account_id == bindparam("account_id"),
+        ledger.c.id < bindparam("before_id", type_=BigInteger),
+    )
+    .order_by(ledger.c.id.desc())
+    .limit(bindparam("limit"))
+)
+_LEDGER_END = 2**63 - 1
+
+
+async def accounts_page(tx: Tx, *, before: Cursor | None, limit: int) -> list[AccountRow]:
+    rows = await tx.all(_accounts_page, cursor_params(before, limit))
+    return [AccountRow(**row) for row in rows]
+
+
+async def ledger_page(
+    tx: Tx, account_id: str, *, before_id: int | None, limit: int
+) -> list[LedgerRow]:
+    """The account's ledger rows newest first, those older than `before_id` if given."""
+    params = {
+        "account_id": account_id,
+        "before_id": _LEDGER_END if before_id is None else before_id,
+        "limit": limit,
+    }
+    return [LedgerRow(**row) for row in await tx.all(_ledger_page, params)]

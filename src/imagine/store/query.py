@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, String, bindparam, or_
+from sqlalchemy import JSON, String, and_, bindparam, or_
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+
+from imagine.store.types import UTCDateTime
 
 Processor = Callable[[Any], Any]
 Row = dict[str, Any]
@@ -67,6 +70,30 @@ def equals_if_given(column: ColumnElement[Any], name: str) -> ColumnElement[bool
     """`column = :name`, or true when the parameter is NULL: an optional filter."""
     given = bindparam(name, type_=String)
     return or_(given.is_(None), column == given)
+
+
+Cursor = tuple[datetime, str]
+"""Where a newest-first page ended: the last row's creation time and id."""
+END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+START_OF_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def older_than_cursor(
+    created: ColumnElement[Any], ident: ColumnElement[Any]
+) -> ColumnElement[bool]:
+    """Rows after the cursor `(:before_at, :before_id)` in newest-first order, written as
+    a range on `created` so that an index on (created, id) is entered at the cursor
+    rather than read from its newest end: a deep page costs what the first one does.
+    Both are always given (`cursor_params`)."""
+    at = bindparam("before_at", type_=UTCDateTime)
+    return and_(created <= at, or_(created < at, ident < bindparam("before_id", type_=String)))
+
+
+def cursor_params(before: Cursor | None, limit: int) -> dict[str, Any]:
+    """The parameters of `older_than_cursor` and the page size; no cursor: every row.
+    (`(moment, "")` is "created before `moment`": no id is below the empty string.)"""
+    at, ident = before if before is not None else (END_OF_TIME, "")
+    return {"before_at": at, "before_id": ident, "limit": limit}
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,8 @@ accounts = Table(
     # Signs the account's webhook deliveries (Standard Webhooks `whsec_...`); made on first use.
     Column("webhook_secret", String(64), nullable=True),
     CheckConstraint("balance >= 0", name="balance_not_negative"),
+    # The operator's lists, newest first (keyset-paged on created_at, then id).
+    Index("ix_accounts_created", "created_at", "id"),
 )
 
 api_keys = Table(
@@ -122,11 +124,15 @@ tasks = Table(
     Column("results_to_copy", NullableJSON, nullable=True),
     # How far the provider says an unfinished task has got, 0-100, where it says so.
     Column("progress", SmallInteger, nullable=True),
+    # [width, height] of each image result (null for videos): a task chaining on this one
+    # is refused at once when its result would be too large.
+    Column("result_sizes", NullableJSON, nullable=True),
     CheckConstraint(TASK_STATUS.check(), name="status_known"),
     CheckConstraint("progress BETWEEN 0 AND 100", name="progress_percent"),
     Index("ix_tasks_due", "status", "next_check_at"),
     Index("ix_tasks_account_created", "account_id", "created_at"),
     Index("ix_tasks_gallery", "public", "status", "created_at"),
+    Index("ix_tasks_created", "created_at", "id"),
 )
 
 # The webhook outbox: a delivery is written in the transaction that ends its task, so a
@@ -150,6 +156,7 @@ webhook_deliveries = Table(
     CheckConstraint(DELIVERY_STATUS.check(), name="delivery_status_known"),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     Index("ix_webhook_deliveries_account", "account_id", "created_at"),
+    Index("ix_webhook_deliveries_created", "created_at", "id"),
 )
 
 webhook_attempts = Table(

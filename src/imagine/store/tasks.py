@@ -13,7 +13,15 @@ from sqlalchemy import String, and_, bindparam, or_, select
 
 from imagine.states import TaskStatus
 from imagine.store.db import Tx
-from imagine.store.query import Batching, Query, equals_if_given
+from imagine.store.query import (
+    START_OF_TIME,
+    Batching,
+    Cursor,
+    Query,
+    cursor_params,
+    equals_if_given,
+    older_than_cursor,
+)
 from imagine.store.schema import api_keys, tasks
 from imagine.store.types import UTCDateTime
 
@@ -55,6 +63,8 @@ class TaskRow:
     instead of asking the provider again."""
     progress: int | None
     """How far the provider says the task has got, 0-100, where it says so."""
+    result_sizes: list[list[int] | None] | None
+    """[width, height] of each image result (None for a video), once it succeeded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +231,53 @@ async def gallery(
 ) -> list[GalleryRow]:
     rows = await tx.all(_gallery, {"model": model, **_page(before, limit)})
     return [GalleryRow(**row) for row in rows]
+
+
+# -- the operator's list: every account's tasks, filtered, newest first -----------------
+
+
+def _every_task(*, of_account: bool) -> Query:
+    # With an account, its equality leads, so that ix_tasks_account_created is read;
+    # without, the range on created_at reads ix_tasks_created from the cursor on.
+    account = [tasks.c.account_id == bindparam("account_id")] if of_account else []
+    return Query(
+        select(tasks)
+        .where(
+            *account,
+            equals_if_given(tasks.c.status, "status"),
+            equals_if_given(tasks.c.model, "model"),
+            equals_if_given(tasks.c.provider, "provider"),
+            tasks.c.created_at > bindparam("after", type_=UTCDateTime),
+            older_than_cursor(tasks.c.created_at, tasks.c.id),
+        )
+        .order_by(*_newest_first)
+        .limit(bindparam("limit"))
+    )
+
+
+_every_task_of = {True: _every_task(of_account=True), False: _every_task(of_account=False)}
+
+
+async def every_task(
+    tx: Tx,
+    *,
+    status: TaskStatus | None,
+    model: str | None,
+    provider: str | None,
+    account_id: str | None,
+    after: datetime | None,
+    before: Cursor | None,
+    limit: int,
+) -> list[TaskRow]:
+    """Tasks of every account (or of one) newest first: created after `after`, and
+    before `before` in (created_at, id) order."""
+    params = {
+        "account_id": account_id,
+        "status": status,
+        "model": model,
+        "provider": provider,
+        "after": after or START_OF_TIME,
+        **cursor_params(before, limit),
+    }
+    rows = await tx.all(_every_task_of[account_id is not None], params)
+    return [TaskRow(**row) for row in rows]

@@ -17,7 +17,7 @@ class Due(StrEnum):
     WORK = "work"
     """A task became due: created, or a callback arrived for it."""
     DELIVERY = "delivery"
-    """A webhook delivery was queued."""
+    """A webhook delivery was queued, or put back to be tried again at once."""
 
 
 def wakeup_channel(due: Due) -> str:

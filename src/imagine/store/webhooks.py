@@ -10,9 +10,10 @@ from sqlalchemy import bindparam, insert, or_, select, update
 
 from imagine.states import DeliveryStatus
 from imagine.store.db import Tx
-from imagine.store.query import Query, equals_if_given
+from imagine.store.query import Cursor, Query, cursor_params, equals_if_given, older_than_cursor
 from imagine.store.schema import accounts, webhook_attempts, webhook_deliveries
 from imagine.store.types import UTCDateTime
+from imagine.store.wakeups import Due
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,16 +181,126 @@ async def record_attempt(
     return True
 
 
+def _with_attempts(
+    deliveries: list[DeliveryRow], rows: list[dict[str, Any]]
+) -> list[tuple[DeliveryRow, list[AttemptRow]]]:
+    """Each delivery with its attempts (rows of the attempts table, oldest first)."""
+    attempts: dict[str, list[AttemptRow]] = {delivery.id: [] for delivery in deliveries}
+    for row in rows:
+        attempts.setdefault(row["delivery_id"], []).append(AttemptRow(**row))
+    return [(delivery, attempts[delivery.id]) for delivery in deliveries]
+
+
 async def list_deliveries(
     tx: Tx, account_id: str, *, task_id: str | None, limit: int
 ) -> list[tuple[DeliveryRow, list[AttemptRow]]]:
     """The account's newest deliveries (of one task, if given), each with its attempts."""
     params = {"account_id": account_id, "task_id": task_id, "limit": limit}
     deliveries = [DeliveryRow(**row) for row in await tx.all(_deliveries_listed, params)]
-    attempts: dict[str, list[AttemptRow]] = {delivery.id: [] for delivery in deliveries}
-    for row in await tx.all(_attempts_listed, params):
-        attempts.setdefault(row["delivery_id"], []).append(AttemptRow(**row))
-    return [(delivery, attempts[delivery.id]) for delivery in deliveries]
+    return _with_attempts(deliveries, await tx.all(_attempts_listed, params))
+
+
+# -- the operator's view: every account's deliveries, one delivery, a retry -----------
+
+_ATTEMPT_COLUMNS = tuple(webhook_attempts.c[name] for name in AttemptRow.__dataclass_fields__)
+_DRIVING = {
+    "task": webhook_deliveries.c.task_id,
+    "account": webhook_deliveries.c.account_id,
+}
+
+
+def _every_delivery(driving: str | None) -> tuple[Query, Query]:
+    """The page of deliveries and the attempts of those on it, in two statements that
+    pick the page alike (run in one snapshot). A filter by task or by account, where one
+    is given, leads, so that its index is read; else ix_webhook_deliveries_created."""
+    filters = [
+        column == bindparam(f"{name}_id")
+        if name == driving
+        else equals_if_given(column, f"{name}_id")
+        for name, column in _DRIVING.items()
+    ]
+    page = (
+        select(webhook_deliveries.c.id)
+        .where(
+            *filters,
+            equals_if_given(webhook_deliveries.c.status, "status"),
+            older_than_cursor(webhook_deliveries.c.created_at, webhook_deliveries.c.id),
+        )
+        .order_by(webhook_deliveries.c.created_at.desc(), webhook_deliveries.c.id.desc())
+        .limit(bindparam("limit"))
+    )
+    deliveries = Query(
+        select(webhook_deliveries)
+        .where(webhook_deliveries.c.id.in_(page.scalar_subquery()))
+        .order_by(webhook_deliveries.c.created_at.desc(), webhook_deliveries.c.id.desc())
+    )
+    attempts = Query(
+        select(*_ATTEMPT_COLUMNS)
+        .where(webhook_attempts.c.delivery_id.in_(page.scalar_subquery()))
+        .order_by(webhook_attempts.c.id)
+    )
+    return deliveries, attempts
+
+
+_every_delivery_by = {driving: _every_delivery(driving) for driving in (*_DRIVING, None)}
+_delivery = Query(
+    select(webhook_deliveries).where(webhook_deliveries.c.id == bindparam("delivery_id"))
+)
+_attempts_of = Query(
+    select(*_ATTEMPT_COLUMNS)
+    .where(webhook_attempts.c.delivery_id == bindparam("delivery_id"))
+    .order_by(webhook_attempts.c.id)
+)
+# Not a delivered one; a leased one keeps its lease, so the attempt in flight is still
+# the only one and records its outcome as usual.
+_retry = Query(
+    update(webhook_deliveries)
+    .where(
+        webhook_deliveries.c.id == bindparam("delivery_id"),
+        webhook_deliveries.c.status != DeliveryStatus.DELIVERED,
+    )
+    .values(status=DeliveryStatus.PENDING, next_attempt_at=_now, updated_at=_now)
+)
+
+
+async def every_delivery(
+    tx: Tx,
+    *,
+    status: DeliveryStatus | None,
+    task_id: str | None,
+    account_id: str | None,
+    before: Cursor | None,
+    limit: int,
+) -> list[tuple[DeliveryRow, list[AttemptRow]]]:
+    """Deliveries of every account newest first (filtered), each with its attempts."""
+    driving = "task" if task_id is not None else "account" if account_id is not None else None
+    deliveries_query, attempts_query = _every_delivery_by[driving]
+    params = {
+        "status": status,
+        "task_id": task_id,
+        "account_id": account_id,
+        **cursor_params(before, limit),
+    }
+    deliveries = [DeliveryRow(**row) for row in await tx.all(deliveries_query, params)]
+    return _with_attempts(deliveries, await tx.all(attempts_query, params))
+
+
+async def get_delivery(tx: Tx, delivery_id: str) -> tuple[DeliveryRow, list[AttemptRow]] | None:
+    row = await tx.one(_delivery, {"delivery_id": delivery_id})
+    if row is None:
+        return None
+    delivery = DeliveryRow(**row)
+    (found,) = _with_attempts([delivery], await tx.all(_attempts_of, {"delivery_id": delivery_id}))
+    return found
+
+
+async def retry_delivery(tx: Tx, delivery_id: str, now: datetime) -> bool:
+    """failed, gone or pending → pending, due `now` (its attempts kept); False when it is
+    delivered, or unknown. The senders are woken once this commits."""
+    if await tx.run(_retry, {"delivery_id": delivery_id, "now": now}) != 1:
+        return False
+    tx.announce(Due.DELIVERY)
+    return True
 
 
 async def get_secret(tx: Tx, account_id: str) -> str | None:

@@ -633,6 +633,7 @@ async def store_callback(tx: Tx, task_id: str, *, payload: dict[str, Any], now: 
 _succeed = _leased_update(
     status=TaskStatus.SUCCESS,
     result_urls=bindparam("result_urls"),
+    result_sizes=bindparam("result_sizes"),
     results_to_copy=null(),
     finished_at=_now,
     updated_at=_now,
@@ -642,13 +643,18 @@ _succeed = _leased_update(
 
 
 async def succeed(
-    tx: Tx, lease: Lease, task: TaskRow, *, result_urls: list[str], now: datetime
+    tx: Tx,
+    lease: Lease,
+    task: TaskRow,
+    *,
+    result_urls: list[str],
+    now: datetime,
+    result_sizes: list[list[int] | None] | None = None,
 ) -> Result:
-    """IN_PROGRESS, held → SUCCESS with our copies of its results; queues its webhook."""
-    if (
-        await tx.run(_succeed, {**_lease_params(lease), "result_urls": result_urls, "now": now})
-        != 1
-    ):
+    """IN_PROGRESS, held → SUCCESS with our copies of its results (and the pixel size of
+    each image among them); queues its webhook."""
+    written = {"result_urls": result_urls, "result_sizes": result_sizes, "now": now}
+    if await tx.run(_succeed, {**_lease_params(lease), **written}) != 1:
         return Refused(task.id, "succeed", HELD)
     await _queue_webhook(tx, task, TaskStatus.SUCCESS, now, result_urls=result_urls)
     return Applied(task.id, TaskStatus.SUCCESS)

@@ -18,6 +18,7 @@ def source_task(row: TaskRow) -> SourceTask:
         provider=row.provider,
         upstream_id=row.upstream_id,
         result_urls=list(row.result_urls or []),
+        result_sizes=list(row.result_sizes or []),
     )
 
 
