@@ -43,6 +43,7 @@ from imagine.schemas import (
 )
 from imagine.services.health import readiness_problem, refresh_queue_gauges
 from imagine.storage import CONTENT_TYPES
+from imagine.web import pages
 
 DESCRIPTION = """\
 Grok Imagine generation API: submit image and video tasks, poll their status, get
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, public_url: str, run_worker: bool = True) 
     app.include_router(callbacks.router)
     app.include_router(webhooks.router)
     app.include_router(lists.router)
+    app.include_router(pages.router)
 
     @app.get(
         "/healthz",
