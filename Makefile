@@ -14,7 +14,7 @@ ARGS ?=
 # instead of 1.7 s on this project's CI machine. The cache is only ever a speed-up.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: serve test test-postgres chaos check lint typecheck imports bench install
+.PHONY: serve test test-postgres test-gpu chaos check lint typecheck imports bench install
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -40,7 +40,7 @@ imports: install
 check: lint typecheck imports
 
 test: check
-	$(UV) run --frozen pytest -n 2 $(ARGS)
+	$(UV) run --frozen pytest -n 2 --ignore=tests/gpu $(ARGS)
 
 # The API suite again with every test server on its own PostgreSQL database (the
 # machine's, at IMAGINE_TEST_POSTGRES); tests of engine-free code (settings refused at
@@ -53,10 +53,37 @@ POSTGRES_PASS_SKIPS := --ignore=tests/test_architecture.py --ignore=tests/test_m
 	--ignore=tests/storage/test_storage_contract.py --ignore=tests/test_cli.py \
 	--ignore=tests/test_shared_budgets.py --ignore=tests/test_schema_check.py \
 	--ignore=tests/test_readiness.py --ignore=tests/test_provider_settings.py \
-	--ignore=tests/test_logging.py
+	--ignore=tests/test_logging.py --ignore=tests/gpu
 
 test-postgres: install
 	IMAGINE_TEST_ENGINE=postgres $(UV) run --frozen pytest -n 2 $(POSTGRES_PASS_SKIPS) $(ARGS)
+
+# The local provider (docs/gpu.md) on tiny random pipelines, on the CPU, in an environment
+# of its own: torch and diffusers stay out of .venv and of `make install`. The project's
+# locked dependencies come from uv.lock (uv); torch, which uv can't be pointed at
+# without naming where it lies, through pip, which finds the CPU build this machine keeps
+# on disk (its find-links; elsewhere pip takes PyPI's build). The environment is kept and
+# rebuilt only when the lock, this file or pyproject.toml change.
+GPU_VENV := .venv-gpu
+GPU_PACKAGES := torch==2.13.0 diffusers==0.42.1 transformers==5.18.0 accelerate==1.16.0
+GPU_TEST_PACKAGES := pytest pytest-asyncio pytest-xdist httpx asyncpg
+
+$(GPU_VENV)/.ready: uv.lock pyproject.toml Makefile | $(UV)
+	rm -rf $(GPU_VENV)
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(UV) export --frozen --no-hashes --no-emit-project --extra postgres --group dev \
+		--output-file $(GPU_VENV)/locked.txt --quiet
+	$(UV) export --frozen --no-hashes --no-emit-project --extra postgres --no-dev \
+		--output-file $(GPU_VENV)/runtime.txt --quiet
+	$(UV) pip install --python $(GPU_VENV)/bin/python --quiet -r $(GPU_VENV)/runtime.txt \
+		-c $(GPU_VENV)/locked.txt $(GPU_TEST_PACKAGES)
+	$(UV) pip install --python $(GPU_VENV)/bin/python --quiet --no-deps -e .
+	$(GPU_VENV)/bin/pip install -qq --disable-pip-version-check \
+		-c $(GPU_VENV)/locked.txt $(GPU_PACKAGES)
+	touch $@
+
+test-gpu: $(GPU_VENV)/.ready
+	IMAGINE_TEST_GPU=1 $(GPU_VENV)/bin/python -m pytest tests/gpu $(ARGS)
 
 chaos: install
 	$(UV) run --frozen pytest -n 2 -m chaos tests/chaos $(ARGS)

@@ -52,7 +52,7 @@ def imagine(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.Compl
         (
             {"IMAGINE_PROVIDER": "fal"},
             "error: invalid setting IMAGINE_PROVIDER: unknown provider 'fal'; "
-            "use kie, preview, xai",
+            "use kie, local, preview, xai",
         ),
         (
             {"IMAGINE_ROUTES": "paint=kie"},

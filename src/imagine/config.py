@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     )
     provider: str = Field(
         default="preview",
-        description="Provider serving every model without a route: preview, kie or xai.",
+        description="Provider serving every model without a route: preview, kie, xai or local.",
     )
     routes: Annotated[dict[str, tuple[str, ...]], NoDecode, BeforeValidator(parse_routes)] = Field(
         default_factory=dict,
@@ -300,7 +300,7 @@ class Settings(BaseSettings):
     @classmethod
     def _provider_is_a_name(cls, value: str) -> str:
         if not _PROVIDER_NAME.match(value):
-            raise ValueError("use preview, kie or xai")
+            raise ValueError("use preview, kie, xai or local")
         return value
 
     @field_validator("admin_token")

@@ -1,7 +1,9 @@
 """Which providers serve which model, in what order, from configuration.
 
-A provider is a module of this package with a `create(context)` function: adding one
-(fal, Replicate, a local GPU) is one new module, found here by its name.
+A provider is a module (or a package, as `local` is) of this package with a
+`create(context)` function: adding one (fal, Replicate) is one new module, found here by
+its name. Finding them imports each one, so none may import heavy dependencies at import
+time: `local` loads torch only when a worker first runs one of its tasks.
 """
 
 from __future__ import annotations
