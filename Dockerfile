@@ -19,11 +19,11 @@ RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
 # Dependencies before the code: a change in src/ reuses this layer.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --extra postgres --no-install-project
+RUN uv sync --frozen --no-dev --extra postgres --extra redis --no-install-project
 COPY README.md ./
 COPY src ./src
 # --no-editable: the venv holds the package itself, so the runtime stage needs no source tree.
-RUN uv sync --frozen --no-dev --extra postgres --no-editable
+RUN uv sync --frozen --no-dev --extra postgres --extra redis --no-editable
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 

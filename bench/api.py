@@ -1,6 +1,6 @@
 """Throughput of the hot API endpoints, as ratios to a no-op endpoint of the same server.
 
-    uv run python -m bench.api [--database sqlite|postgresql] [--duration 10]
+    .venv/bin/python -m bench.api [--database sqlite|postgresql] [--duration 10]
                                [--connections 32] [--out result.json]
 
 One run starts `imagine serve --no-worker` on CPU core 0 and drives it with `wrk` on

@@ -1,7 +1,7 @@
 """A fleet on PostgreSQL: how fast a separate worker picks up new tasks, and how many
 database connections it opens.
 
-    uv run python -m bench.fleet [--rate 50] [--seconds 20] [--tasks 3000] [--out f.json]
+    .venv/bin/python -m bench.fleet [--rate 50] [--seconds 20] [--tasks 3000] [--out f.json]
 
 Two `imagine serve --no-worker` processes and one `imagine worker` run on a new database
 of the PostgreSQL at IMAGINE_TEST_POSTGRES (dropped afterwards).

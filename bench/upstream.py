@@ -1,8 +1,8 @@
 """Upstream cost and finish latency of 10,000 tasks in flight against the fake kie.ai.
 
-    uv run python -m bench.upstream [--tasks 10000] [--latency 30] [--out result.json]
-    uv run python -m bench.upstream --quick          # 300 tasks, 5 s upstream latency
-    uv run python -m bench.upstream --modes signed,unsigned,polling --concurrency 64
+    .venv/bin/python -m bench.upstream [--tasks 10000] [--latency 30] [--out result.json]
+    .venv/bin/python -m bench.upstream --quick          # 300 tasks, 5 s upstream latency
+    .venv/bin/python -m bench.upstream --modes signed,unsigned,polling --concurrency 64
 
 One invocation makes one run per mode, each with a fresh data dir and a fresh fake:
 `signed` (kie callbacks, signed with a webhook key on both sides: IMAGINE_PUBLIC_URL and

@@ -1,7 +1,7 @@
 """Capture the browser pages for the README: docs/screenshots/{playground,console}-{1280,390}.png.
 
-    uv run python scripts/screenshots.py                # write the four PNGs
-    uv run python scripts/screenshots.py --out /tmp/s   # somewhere else
+    .venv/bin/python scripts/screenshots.py                # write the four PNGs
+    .venv/bin/python scripts/screenshots.py --out /tmp/s   # somewhere else
 
 Starts `imagine serve` on a loopback port with a fresh data dir (preview engine), makes
 a key and a few tasks (images, an upscale, a video, one failure and one failed webhook),

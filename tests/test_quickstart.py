@@ -13,22 +13,11 @@ import pytest
 
 from imagine.cli_client import COMMANDS, EXIT_CODES
 from tests.support.api import new_key
+from tests.support.docs import ROOT, blocks
 from tests.support.server import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "docs" / "quickstart.md"
 CLI_DOC = ROOT / "docs" / "cli.md"
-NOT_RUN = "<!-- not run by the tests"
-_BLOCK = re.compile(r"(?P<before>[^\n]*)\n```(?P<lang>sh|python)\n(?P<code>.*?)\n```", re.S)
-
-
-def blocks(text: str) -> list[tuple[str, str]]:
-    """(language, code) of each fenced block the tests run, in order."""
-    return [
-        (found["lang"], found["code"])
-        for found in _BLOCK.finditer(text)
-        if not found["before"].startswith(NOT_RUN)
-    ]
 
 
 @pytest.fixture
@@ -43,7 +32,7 @@ def test_the_quickstart_runs_as_printed(server: ServerProcess, workdir: Path) ->
     env = {**os.environ, "IMAGINE_BASE_URL": server.url, "IMAGINE_API_KEY": key}
     env.pop("XDG_CONFIG_HOME", None)
     env["HOME"] = str(workdir)  # no login of the machine's user is found or written
-    found = blocks(QUICKSTART.read_text())
+    found = [(block.lang, block.code) for block in blocks(QUICKSTART) if block.not_run is None]
     assert [lang for lang, _ in found] == ["sh", "sh", "python", "sh"]
     outputs = []
     for lang, code in found:

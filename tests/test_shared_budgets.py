@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from imagine.providers.budget import SharedBudget
+from imagine.providers.shared_budget import SharedBudget
 from tests.support.api import create_task, new_key, status, text_to_image
 from tests.support.databases import query
 from tests.support.fake_kie import FakeKie

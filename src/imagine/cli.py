@@ -17,7 +17,7 @@ from rich.table import Table
 
 from imagine import __version__, cli_client
 from imagine.clock import iso_z
-from imagine.terminal import console, err_console
+from imagine.terminal import command_name, console, err_console
 
 # The server's modules load in the commands that use them, so that the client commands
 # (cli_client.py) start without them.
@@ -227,7 +227,7 @@ def _welcome(
     else:
         key = "<YOUR_API_KEY>"
         console.print(
-            "\nCreate a key with:  imagine keys create --name me --credits 100"
+            f"\nCreate a key with:  {command_name()} keys create --name me --credits 100"
             + (
                 f" --data-dir {settings.data_dir}"
                 if settings.data_dir != Path("imagine-data")

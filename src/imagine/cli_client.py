@@ -37,7 +37,7 @@ from imagine.client import (
     save_login,
 )
 from imagine.client.config import resolve
-from imagine.terminal import console, err_console
+from imagine.terminal import command_name, console, err_console
 
 T = TypeVar("T")
 
@@ -109,9 +109,9 @@ def _exit_code(exc: ImagineError) -> int:
 def _advice(exc: ImagineError, base_url: str) -> str:
     """What to do next, after the server's own words."""
     if isinstance(exc, AuthenticationError):
-        return " (run `imagine login`, or set IMAGINE_API_KEY)"
+        return f" (run `{command_name()} login`, or set IMAGINE_API_KEY)"
     if isinstance(exc, ConnectionFailed):
-        return f" (is the server running at {base_url}? `imagine serve` starts one)"
+        return f" (is the server running at {base_url}? `{command_name()} serve` starts one)"
     return ""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -294,6 +295,8 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://", "redis+unix://")):
             raise ValueError("use redis://host:6379/0 (or rediss:// for TLS)")
+        if value and importlib.util.find_spec("redis") is None:
+            raise ValueError("needs the redis extra: pip install 'imagine[redis]'")
         return value or None
 
     @field_validator("provider")

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from imagine.config import SettingsError
 from imagine.metrics import UPSTREAM_CALL_SECONDS, UPSTREAM_CALLS
 from imagine.providers.base import Health, ProviderError
-from imagine.providers.budget import Budget, CallBudget, SharedBudget, account_id
+from imagine.providers.budget import Budget, CallBudget, account_id
 
 CALLS_AT_ONCE = 16
 """Upstream calls in flight per provider and process."""
@@ -69,11 +69,14 @@ def upstream_client(
     """With `redis_url`, the budget is shared by every process that calls this provider
     with the same API key."""
     rates = {CREATE: settings.create_rate, POLL: settings.poll_rate}
-    budget: CallBudget = (
-        SharedBudget(redis_url, provider, account_id(api_key), rates)
-        if redis_url
-        else Budget(rates)
-    )
+    budget: CallBudget
+    if redis_url:
+        # Here, not at the top: redis is the `redis` extra, needed only by fleets.
+        from imagine.providers.shared_budget import SharedBudget
+
+        budget = SharedBudget(redis_url, provider, account_id(api_key), rates)
+    else:
+        budget = Budget(rates)
     return UpstreamClient(
         provider,
         settings.base_url,
