@@ -23,7 +23,7 @@ import typer
 
 from imagine.cli import app
 from tests.support.api import auth, create_task, http, new_key, wait_done
-from tests.support.docs import DOCUMENTS, ROOT, Block, blocks, command_lines
+from tests.support.docs import DOCUMENTS, ROOT, Block, blocks, command_lines, like_a_checkout
 from tests.support.server import ServerProcess
 
 DOCUMENTED_URL = "http://127.0.0.1:8000"
@@ -128,9 +128,7 @@ def test_the_commands_of_blocks_not_run_exist() -> None:
 
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
-    """A folder that looks like this checkout to the blocks: `.venv/` is there."""
-    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
-    return tmp_path
+    return like_a_checkout(tmp_path)
 
 
 def test_the_readme_and_docs_run_as_printed(checkout: Path) -> None:

@@ -6,14 +6,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from imagine.cli_client import COMMANDS, EXIT_CODES
 from tests.support.api import new_key
-from tests.support.docs import ROOT, blocks
+from tests.support.docs import ROOT, blocks, like_a_checkout
 from tests.support.server import ServerProcess
 
 QUICKSTART = ROOT / "docs" / "quickstart.md"
@@ -22,9 +21,7 @@ CLI_DOC = ROOT / "docs" / "cli.md"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A folder that looks like this checkout to the blocks: `.venv/` is there."""
-    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
-    return tmp_path
+    return like_a_checkout(tmp_path)
 
 
 def test_the_quickstart_runs_as_printed(server: ServerProcess, workdir: Path) -> None:

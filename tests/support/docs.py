@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,12 @@ def blocks(path: Path, lang: str | None = None) -> list[Block]:
         if lang is None or match["lang"] == lang:
             found.append(Block(path, line, match["lang"], match["code"], not_run))
     return found
+
+
+def like_a_checkout(folder: Path) -> Path:
+    """Make `folder` look like this checkout to a block: `.venv/` is there (this Python's)."""
+    (folder / ".venv").symlink_to(Path(sys.prefix))
+    return folder
 
 
 def command_lines(code: str) -> list[list[str]]:
