@@ -61,8 +61,13 @@ test-newest: | $(UV)
 # The API suite again with every test server on its own PostgreSQL database (the
 # machine's, at IMAGINE_TEST_POSTGRES); tests of engine-free code (settings refused at
 # start, log formats), of the CLI's commands on a data dir, or that already run on both
-# engines are left out.
-POSTGRES_PASS_SKIPS := --ignore=tests/test_architecture.py --ignore=tests/test_media.py \
+# engines are left out, as are the clients of the API (the pages in Chromium, the SDK, a
+# generated client, the docs' commands), which see the same API whatever its engine.
+POSTGRES_PASS_SKIPS := --ignore=tests/browser --ignore=tests/client \
+	--ignore=tests/test_generated_client.py --ignore=tests/test_docs_commands.py \
+	--ignore=tests/test_quickstart.py --ignore=tests/test_packaging.py \
+	--ignore=tests/test_api_docs.py --ignore=tests/test_openapi_document.py \
+	--ignore=tests/test_architecture.py --ignore=tests/test_media.py \
 	--ignore=tests/test_rules.py --ignore=tests/test_fetch_safety.py \
 	--ignore=tests/test_deploy_files.py --ignore=tests/test_lifecycle.py \
 	--ignore=tests/test_ledger_properties.py --ignore=tests/test_migrations.py \

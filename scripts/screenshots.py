@@ -148,18 +148,28 @@ def _capture(url: str, key: str, out: Path, chromium: str) -> None:
                 page = context.new_page()
                 page.goto(f"{url}/")
                 page.locator('#task-view article.task[data-status="SUCCESS"] img').wait_for()
-                _settle(page)
-                page.screenshot(path=str(out / f"playground-{width}.png"), full_page=True)
+                _whole_page(page, out / f"playground-{width}.png")
 
                 page.goto(f"{url}/console#tasks")
                 page.locator('#tasks tr[data-status="FAILED"] button').first.click()
                 page.locator("#task-body .facts").wait_for()
                 page.evaluate("() => window.scrollTo(0, 0)")
-                _settle(page)
-                page.screenshot(path=str(out / f"console-{width}.png"), full_page=True)
+                _whole_page(page, out / f"console-{width}.png")
                 context.close()
         finally:
             browser.close()
+
+
+def _whole_page(page: Page, path: Path) -> None:
+    """The page at its whole height, drawn as a viewport that tall: a full-page capture of a
+    short viewport leaves images below the fold undrawn (black) on a phone width."""
+    viewport = page.viewport_size
+    assert viewport is not None
+    tall = page.evaluate("() => document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": viewport["width"], "height": tall})
+    _settle(page)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(viewport)
 
 
 def _settle(page: Page) -> None:

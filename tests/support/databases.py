@@ -6,10 +6,11 @@ import asyncio
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Collection
+import threading
+from collections.abc import Callable, Collection, Coroutine
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -18,6 +19,34 @@ ADMIN_URL = os.environ.get("IMAGINE_TEST_POSTGRES", "postgresql://postgres@127.0
 ENGINE = os.environ.get("IMAGINE_TEST_ENGINE", "sqlite")
 """The engine test servers run on unless a test picks one: `sqlite` (the embedded
 default) or `postgres` (`make test-postgres`: the API suite again, on PostgreSQL)."""
+
+T = TypeVar("T")
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also from a thread whose loop is running (Playwright's sync API runs
+    one in the test's thread): then on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(asyncio.run(work))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
 if ENGINE not in ("sqlite", "postgres"):
     raise SystemExit(f"IMAGINE_TEST_ENGINE={ENGINE!r}: use sqlite or postgres")
 
@@ -41,7 +70,7 @@ def _migrated_template() -> str:
             finally:
                 await db.dispose()
 
-        asyncio.run(migrate())
+        _run(migrate())
         _templates.append(url)
     return _templates[0]
 
@@ -84,7 +113,7 @@ def create_postgres_database(template: str | None = None) -> str:
     name = "imagine_test_" + secrets.token_hex(6)
     copy = f' TEMPLATE "{template.rsplit("/", 1)[1]}"' if template else ""
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"{copy}'))
+        _run(_admin(f'CREATE DATABASE "{name}"{copy}'))
     except (OSError, asyncpg.PostgresError) as exc:
         if os.environ.get("CI"):
             raise
@@ -94,7 +123,7 @@ def create_postgres_database(template: str | None = None) -> str:
 
 def drop_postgres_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -115,7 +144,7 @@ def query(database: str | Path, sql: str) -> list[tuple[Any, ...]]:
         finally:
             await conn.close()
 
-    return asyncio.run(run())
+    return _run(run())
 
 
 Fetch = Callable[[str], list[tuple[Any, ...]]]
