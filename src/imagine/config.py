@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -295,8 +294,11 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value and not value.startswith(("redis://", "rediss://", "redis+unix://")):
             raise ValueError("use redis://host:6379/0 (or rediss:// for TLS)")
-        if value and importlib.util.find_spec("redis") is None:
-            raise ValueError("needs the redis extra: pip install 'imagine[redis]'")
+        if value:
+            try:
+                import redis  # noqa: F401 - the `redis` extra; imported by its users anyway
+            except ImportError:
+                raise ValueError("needs the redis extra: pip install 'imagine[redis]'") from None
         return value or None
 
     @field_validator("provider")

@@ -19,7 +19,7 @@ from imagine.config import Settings, SettingsError
 from imagine.errors import BadRequest, InvalidInput
 from imagine.providers.base import Health, Provider, ProviderContext, SourceTask
 
-_NOT_PROVIDERS = frozenset({"base", "budget", "registry", "media", "upstream"})
+_NOT_PROVIDERS = frozenset({"base", "budget", "shared_budget", "registry", "media", "upstream"})
 
 
 class UnknownProvider(LookupError):
