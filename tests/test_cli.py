@@ -160,6 +160,43 @@ def test_first_start_prints_a_key_and_a_curl_line_that_works(tmp_path: Path) -> 
     assert [row["name"] for row in again] == ["development"]
 
 
+def test_a_later_start_says_how_to_make_a_key_as_it_can_be_pasted(tmp_path: Path) -> None:
+    # Started as `make serve` starts it: the venv's `imagine`, which is not on the PATH.
+    data_dir = tmp_path / "data"
+    imagine("keys", "create", "--name", "first", "--data-dir", str(data_dir))
+    command = Path(sys.prefix) / "bin" / "imagine"
+    venv_bin = str(command.parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    env = {**os.environ, "PATH": path, "IMAGINE_PREVIEW_DELAY": "0"}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(command), "serve", "--port", str(free_port()), "--data-dir", str(data_dir)],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        hint = ""
+        deadline = time.monotonic() + 60
+        while not hint and time.monotonic() < deadline:
+            found = re.search(r"Create a key with:\s+(.+)$", log.read_text(), re.M)
+            hint = found.group(1).strip() if found else ""
+            time.sleep(0.2)
+        assert hint, log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert hint.split()[0] != "imagine"  # not on the PATH: the path it was started by
+    done = subprocess.run(
+        ["bash", "-c", hint], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    names = [row["name"] for row in imagine_json("keys", "list", "--data-dir", str(data_dir))]
+    assert sorted(names) == ["first", "me"]
+
+
 def test_a_taken_port_stops_the_start_before_anything_is_created(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
